@@ -1,0 +1,143 @@
+// Agent protocol shared by the host (vm/) and the guest (guest/vial-agent).
+//
+// One virtio-serial port carries multiplexed, binary-safe frames:
+//   u32 payload_length (little-endian) | u8 type | u32 request_id (little-endian) | payload
+// Control payloads are JSON; stdout/stderr/stdin chunks are raw bytes.
+// The host opens the channel with `hello`; every request carries an id chosen by the host,
+// and every frame the guest sends about that request carries the same id.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace vial::agent {
+
+inline constexpr uint32_t kProtocolVersion = 1;
+inline constexpr size_t kHeaderSize = 9;
+// Largest payload either side accepts. Bigger frames are skipped and answered with an error.
+inline constexpr uint32_t kMaxPayload = 1u << 20;
+// Output is streamed in chunks of at most this size.
+inline constexpr size_t kChunkSize = 64 * 1024;
+
+enum class FrameType : uint8_t {
+  hello = 1,    // h->g {"version"}; g->h {"version","agent","kernel"}
+  ping = 2,     // h->g, empty
+  pong = 3,     // g->h, empty
+  exec = 4,     // h->g ExecRequest JSON
+  stdin_ = 5,   // h->g raw bytes for a running exec; empty payload closes its stdin
+  stdout_ = 6,  // g->h raw bytes
+  stderr_ = 7,  // g->h raw bytes
+  exit = 8,     // g->h ExecResult JSON; the last frame of an exec
+  kill = 9,     // h->g {"signal": N} for the exec with this request_id
+  error = 10,   // g->h or h->g ErrorBody JSON; ends the request it names
+};
+
+// True for the types defined above.
+bool is_known_type(uint8_t type);
+std::string_view type_name(FrameType type);
+
+struct Frame {
+  FrameType type{};
+  uint32_t request_id = 0;
+  std::string payload;
+};
+
+// Serializes one frame. Throws std::length_error if the payload exceeds kMaxPayload.
+void append_frame(std::string& out, FrameType type, uint32_t request_id, std::string_view payload);
+std::string encode_frame(FrameType type, uint32_t request_id, std::string_view payload);
+
+// A frame the decoder had to drop: unknown type or a payload over kMaxPayload (its bytes are
+// skipped, so the stream stays in sync). The receiver answers it with an `error` frame.
+struct DecodeError {
+  uint32_t request_id = 0;
+  std::string message;
+};
+
+// Incremental decoder: feed() bytes as they arrive, then call next() until it returns nothing.
+class FrameDecoder final {
+ public:
+  struct Item {
+    std::optional<Frame> frame;        // set for a good frame
+    std::optional<DecodeError> error;  // set for a dropped frame
+  };
+
+  void feed(std::string_view bytes);
+  std::optional<Item> next();
+  // Bytes buffered but not yet returned (a partial frame).
+  size_t pending() const { return buffer_.size() - offset_; }
+
+ private:
+  std::string buffer_;
+  size_t offset_ = 0;
+  uint64_t skip_ = 0;  // payload bytes of an oversized frame still to discard
+};
+
+// ---- control payloads ----
+
+struct ErrorBody {
+  std::string code;  // "bad_frame", "bad_request", "unknown_request", "spawn_failed", "busy"...
+  std::string message;
+};
+
+struct ExecRequest {
+  // Either argv, or language + code. Languages: "python", "javascript", "shell".
+  std::vector<std::string> argv;
+  std::string language;
+  std::string code;
+  std::map<std::string, std::string> env;
+  std::string cwd;              // empty: the sandbox user's home
+  bool stdin_open = false;      // true: stdin frames follow; false: stdin is /dev/null
+  uint32_t timeout_ms = 30000;  // 0 is invalid
+  uint64_t stdout_limit = 1u << 20;
+  uint64_t stderr_limit = 100u << 10;
+};
+
+struct ExecResult {
+  std::optional<int> exit_code;  // set when the program exited
+  std::optional<int> signal;     // set when it was killed by a signal
+  bool timed_out = false;
+  bool stdout_truncated = false;
+  bool stderr_truncated = false;
+  uint64_t wall_ms = 0;
+  uint64_t cpu_ms = 0;
+  uint64_t max_rss_kib = 0;
+};
+
+struct HelloBody {
+  uint32_t version = kProtocolVersion;
+  std::string agent;   // agent build identity, guest->host only
+  std::string kernel;  // guest kernel release, guest->host only
+};
+
+// JSON mapping. from_json throws nlohmann::json::exception (or std::invalid_argument for
+// semantic errors such as an empty argv without code) on bad input.
+void to_json(nlohmann::json& j, const ErrorBody& v);
+void from_json(const nlohmann::json& j, ErrorBody& v);
+void to_json(nlohmann::json& j, const ExecRequest& v);
+void from_json(const nlohmann::json& j, ExecRequest& v);
+void to_json(nlohmann::json& j, const ExecResult& v);
+void from_json(const nlohmann::json& j, ExecResult& v);
+void to_json(nlohmann::json& j, const HelloBody& v);
+void from_json(const nlohmann::json& j, HelloBody& v);
+
+// Parses a control payload into T, turning every parse failure into std::invalid_argument
+// with a message fit for an `error` frame.
+template <typename T>
+T parse_body(std::string_view payload) {
+  nlohmann::json j = nlohmann::json::parse(payload, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) throw std::invalid_argument("payload is not valid JSON");
+  try {
+    return j.get<T>();
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument(std::string("bad payload: ") + e.what());
+  }
+}
+
+}  // namespace vial::agent
