@@ -1,0 +1,235 @@
+#include "agent/protocol.h"
+
+#include <stdexcept>
+
+namespace vial::agent {
+
+bool is_known_type(uint8_t type) {
+  return type >= static_cast<uint8_t>(FrameType::hello) &&
+         type <= static_cast<uint8_t>(FrameType::error);
+}
+
+std::string_view type_name(FrameType type) {
+  switch (type) {
+    case FrameType::hello: return "hello";
+    case FrameType::ping: return "ping";
+    case FrameType::pong: return "pong";
+    case FrameType::exec: return "exec";
+    case FrameType::stdin_: return "stdin";
+    case FrameType::stdout_: return "stdout";
+    case FrameType::stderr_: return "stderr";
+    case FrameType::exit: return "exit";
+    case FrameType::kill: return "kill";
+    case FrameType::error: return "error";
+  }
+  return "unknown";
+}
+
+namespace {
+
+void put_u32(std::string& out, uint32_t v) {
+  char b[4] = {static_cast<char>(v & 0xff), static_cast<char>((v >> 8) & 0xff),
+               static_cast<char>((v >> 16) & 0xff), static_cast<char>((v >> 24) & 0xff)};
+  out.append(b, 4);
+}
+
+uint32_t get_u32(const char* p) {
+  auto u = reinterpret_cast<const unsigned char*>(p);
+  return static_cast<uint32_t>(u[0]) | (static_cast<uint32_t>(u[1]) << 8) |
+         (static_cast<uint32_t>(u[2]) << 16) | (static_cast<uint32_t>(u[3]) << 24);
+}
+
+// Accepts signed or unsigned JSON integers, as long as they are not negative.
+void read_uint(const nlohmann::json& j, const char* key, uint64_t& out) {
+  const auto& v = j.at(key);
+  if (v.is_number_unsigned()) {
+    out = v.get<uint64_t>();
+  } else if (v.is_number_integer() && v.get<int64_t>() >= 0) {
+    out = static_cast<uint64_t>(v.get<int64_t>());
+  } else {
+    throw std::invalid_argument(std::string(key) + " must be a non-negative integer");
+  }
+}
+
+}  // namespace
+
+void append_frame(std::string& out, FrameType type, uint32_t request_id, std::string_view payload) {
+  if (payload.size() > kMaxPayload) throw std::length_error("frame payload exceeds kMaxPayload");
+  out.reserve(out.size() + kHeaderSize + payload.size());
+  put_u32(out, static_cast<uint32_t>(payload.size()));
+  out.push_back(static_cast<char>(type));
+  put_u32(out, request_id);
+  out.append(payload);
+}
+
+std::string encode_frame(FrameType type, uint32_t request_id, std::string_view payload) {
+  std::string out;
+  append_frame(out, type, request_id, payload);
+  return out;
+}
+
+void FrameDecoder::feed(std::string_view bytes) {
+  // Discard the rest of an oversized payload as it arrives instead of buffering it.
+  if (skip_ > 0) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(skip_, bytes.size()));
+    skip_ -= n;
+    bytes.remove_prefix(n);
+  }
+  if (bytes.empty()) return;
+  // Compact before growing so the buffer does not hold consumed frames forever.
+  if (offset_ > 0 && (offset_ == buffer_.size() || offset_ > buffer_.size() / 2)) {
+    buffer_.erase(0, offset_);
+    offset_ = 0;
+  }
+  buffer_.append(bytes);
+}
+
+std::optional<FrameDecoder::Item> FrameDecoder::next() {
+  if (skip_ > 0) return std::nullopt;
+  if (buffer_.size() - offset_ < kHeaderSize) {
+    if (offset_ == buffer_.size()) {
+      buffer_.clear();
+      offset_ = 0;
+    }
+    return std::nullopt;
+  }
+  const char* h = buffer_.data() + offset_;
+  uint32_t len = get_u32(h);
+  uint8_t type = static_cast<uint8_t>(h[4]);
+  uint32_t id = get_u32(h + 5);
+
+  if (len > kMaxPayload) {
+    offset_ += kHeaderSize;
+    size_t avail = buffer_.size() - offset_;
+    size_t n = std::min<size_t>(avail, len);
+    offset_ += n;
+    skip_ = len - n;
+    // Whatever follows in the buffer after a completed skip stays for the next call.
+    Item item;
+    item.error = DecodeError{id, "frame payload of " + std::to_string(len) +
+                                     " bytes exceeds the limit of " + std::to_string(kMaxPayload)};
+    return item;
+  }
+  if (buffer_.size() - offset_ < kHeaderSize + len) return std::nullopt;
+
+  std::string payload(h + kHeaderSize, len);
+  offset_ += kHeaderSize + len;
+  Item item;
+  if (!is_known_type(type)) {
+    item.error = DecodeError{id, "unknown frame type " + std::to_string(type)};
+  } else {
+    item.frame = Frame{static_cast<FrameType>(type), id, std::move(payload)};
+  }
+  return item;
+}
+
+// ---- JSON ----
+
+void to_json(nlohmann::json& j, const ErrorBody& v) {
+  j = nlohmann::json{{"code", v.code}, {"message", v.message}};
+}
+
+void from_json(const nlohmann::json& j, ErrorBody& v) {
+  if (!j.is_object()) throw std::invalid_argument("error body must be an object");
+  v.code = j.at("code").get<std::string>();
+  v.message = j.contains("message") ? j.at("message").get<std::string>() : std::string();
+}
+
+void to_json(nlohmann::json& j, const ExecRequest& v) {
+  j = nlohmann::json::object();
+  if (!v.argv.empty()) j["argv"] = v.argv;
+  if (!v.language.empty()) j["language"] = v.language;
+  if (!v.code.empty() || !v.language.empty()) j["code"] = v.code;
+  if (!v.env.empty()) j["env"] = v.env;
+  if (!v.cwd.empty()) j["cwd"] = v.cwd;
+  j["stdin"] = v.stdin_open;
+  j["timeout_ms"] = v.timeout_ms;
+  j["stdout_limit"] = v.stdout_limit;
+  j["stderr_limit"] = v.stderr_limit;
+}
+
+void from_json(const nlohmann::json& j, ExecRequest& v) {
+  if (!j.is_object()) throw std::invalid_argument("exec request must be a JSON object");
+  ExecRequest r;
+  bool has_argv = j.contains("argv") && !j.at("argv").is_null();
+  bool has_code = j.contains("code") && !j.at("code").is_null();
+  if (has_argv) {
+    r.argv = j.at("argv").get<std::vector<std::string>>();
+    if (r.argv.empty()) throw std::invalid_argument("argv must not be empty");
+  }
+  if (has_code) r.code = j.at("code").get<std::string>();
+  if (j.contains("language") && !j.at("language").is_null())
+    r.language = j.at("language").get<std::string>();
+  if (!has_argv && !has_code) throw std::invalid_argument("exec needs argv or code");
+  if (has_argv && has_code) throw std::invalid_argument("exec takes argv or code, not both");
+  if (has_code) {
+    if (r.language.empty()) throw std::invalid_argument("code needs a language");
+    if (r.language != "python" && r.language != "javascript" && r.language != "shell")
+      throw std::invalid_argument("unknown language: " + r.language);
+  }
+  if (j.contains("env") && !j.at("env").is_null())
+    r.env = j.at("env").get<std::map<std::string, std::string>>();
+  if (j.contains("cwd") && !j.at("cwd").is_null()) r.cwd = j.at("cwd").get<std::string>();
+  if (j.contains("stdin")) r.stdin_open = j.at("stdin").get<bool>();
+  if (j.contains("timeout_ms")) {
+    uint64_t t = 0;
+    read_uint(j, "timeout_ms", t);
+    if (t == 0) throw std::invalid_argument("timeout_ms must be > 0");
+    if (t > UINT32_MAX) throw std::invalid_argument("timeout_ms out of range");
+    r.timeout_ms = static_cast<uint32_t>(t);
+  }
+  auto limit = [&](const char* key, uint64_t& out) {
+    if (j.contains(key)) read_uint(j, key, out);
+  };
+  limit("stdout_limit", r.stdout_limit);
+  limit("stderr_limit", r.stderr_limit);
+  v = std::move(r);
+}
+
+void to_json(nlohmann::json& j, const ExecResult& v) {
+  j = nlohmann::json{
+      {"exit_code", v.exit_code ? nlohmann::json(*v.exit_code) : nlohmann::json(nullptr)},
+      {"signal", v.signal ? nlohmann::json(*v.signal) : nlohmann::json(nullptr)},
+      {"timed_out", v.timed_out},
+      {"stdout_truncated", v.stdout_truncated},
+      {"stderr_truncated", v.stderr_truncated},
+      {"wall_ms", v.wall_ms},
+      {"cpu_ms", v.cpu_ms},
+      {"max_rss_kib", v.max_rss_kib},
+  };
+}
+
+void from_json(const nlohmann::json& j, ExecResult& v) {
+  if (!j.is_object()) throw std::invalid_argument("exec result must be a JSON object");
+  ExecResult r;
+  auto opt_int = [&](const char* key, std::optional<int>& out) {
+    if (j.contains(key) && !j.at(key).is_null()) out = j.at(key).get<int>();
+  };
+  opt_int("exit_code", r.exit_code);
+  opt_int("signal", r.signal);
+  if (j.contains("timed_out")) r.timed_out = j.at("timed_out").get<bool>();
+  if (j.contains("stdout_truncated")) r.stdout_truncated = j.at("stdout_truncated").get<bool>();
+  if (j.contains("stderr_truncated")) r.stderr_truncated = j.at("stderr_truncated").get<bool>();
+  if (j.contains("wall_ms")) r.wall_ms = j.at("wall_ms").get<uint64_t>();
+  if (j.contains("cpu_ms")) r.cpu_ms = j.at("cpu_ms").get<uint64_t>();
+  if (j.contains("max_rss_kib")) r.max_rss_kib = j.at("max_rss_kib").get<uint64_t>();
+  v = r;
+}
+
+void to_json(nlohmann::json& j, const HelloBody& v) {
+  j = nlohmann::json{{"version", v.version}};
+  if (!v.agent.empty()) j["agent"] = v.agent;
+  if (!v.kernel.empty()) j["kernel"] = v.kernel;
+}
+
+void from_json(const nlohmann::json& j, HelloBody& v) {
+  if (!j.is_object()) throw std::invalid_argument("hello must be a JSON object");
+  HelloBody h;
+  h.version = j.at("version").get<uint32_t>();
+  if (j.contains("agent") && !j.at("agent").is_null()) h.agent = j.at("agent").get<std::string>();
+  if (j.contains("kernel") && !j.at("kernel").is_null())
+    h.kernel = j.at("kernel").get<std::string>();
+  v = std::move(h);
+}
+
+}  // namespace vial::agent
