@@ -1,0 +1,14 @@
+// PID-1 boot inside the VM: mounts, virtio modules, root disk, switch_root, basic system
+// setup, then finding the agent's virtio-serial port.
+#pragma once
+
+namespace vial::guest {
+
+// Boots the system and returns the open agent port. Never returns on failure: it logs a
+// reason to the console and reboots (QEMU runs with -no-reboot, so the VM ends).
+int boot_as_init();
+
+// Logs `reason` to the console and ends the VM. PID 1 must never exit.
+[[noreturn]] void fatal_boot(const char* reason);
+
+}  // namespace vial::guest

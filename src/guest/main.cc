@@ -1,0 +1,137 @@
+// vial-agent: the guest side of the agent protocol.
+//   As PID 1 (the initramfs /init): boots the VM and serves the virtio-serial port `agent`.
+//   `--serve-unix PATH`: serves one unix-socket connection at a time (tests, development).
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "guest/cgroup.h"
+#include "guest/init.h"
+#include "guest/server.h"
+#include "guest/util.h"
+
+#ifndef VIAL_VERSION
+#define VIAL_VERSION "0.0.0"
+#endif
+
+namespace {
+
+using namespace vial::guest;
+
+// Keeps fds 0-2 occupied so pipes never land there (a PID 1 may start with none open).
+void occupy_std_fds() {
+  for (;;) {
+    int fd = open("/dev/null", O_RDWR);
+    if (fd < 0) fd = open("/", O_RDONLY);
+    if (fd < 0 || fd > 2) {
+      if (fd > 2) close(fd);
+      return;
+    }
+  }
+}
+
+void usage(FILE* out) {
+  std::fprintf(out,
+               "usage: vial-agent [--serve-unix PATH | --help | --version]\n"
+               "  As PID 1 it boots the VM and serves the agent protocol on the virtio-serial\n"
+               "  port named 'agent'. --serve-unix PATH serves the protocol on a unix socket,\n"
+               "  one connection at a time, without touching the system (tests).\n");
+}
+
+const char* g_socket_path = nullptr;
+std::string g_code_dir;
+
+void on_term(int) {
+  // Only async-signal-safe calls: leave no socket or empty code directory behind.
+  if (g_socket_path) unlink(g_socket_path);
+  if (!g_code_dir.empty()) rmdir(g_code_dir.c_str());
+  _exit(0);
+}
+
+int serve_unix(const char* path) {
+  sockaddr_un addr{};
+  if (std::strlen(path) >= sizeof addr.sun_path) {
+    std::fprintf(stderr, "vial-agent: socket path too long\n");
+    return 2;
+  }
+  addr.sun_family = AF_UNIX;
+  std::strcpy(addr.sun_path, path);
+  int ls = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  unlink(path);
+  if (ls < 0 || bind(ls, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      listen(ls, 4) != 0) {
+    std::fprintf(stderr, "vial-agent: listen on %s: %s\n", path, std::strerror(errno));
+    return 1;
+  }
+  g_socket_path = path;
+
+  ExecConfig cfg;
+  cfg.drop_privileges = geteuid() == 0;
+  const char* tmp = std::getenv("TMPDIR");
+  g_code_dir = std::string(tmp && *tmp ? tmp : "/tmp") + "/vial-agent-" + std::to_string(getpid());
+  cfg.code_dir = g_code_dir;
+  mkdir(g_code_dir.c_str(), 0755);
+  chmod(g_code_dir.c_str(), 0755);
+  signal(SIGTERM, on_term);
+  signal(SIGINT, on_term);
+
+  Server server(cfg);
+  for (;;) {
+    int c = accept4(ls, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      std::fprintf(stderr, "vial-agent: accept: %s\n", std::strerror(errno));
+      return 1;
+    }
+    server.serve_connection(c);
+    close(c);
+  }
+}
+
+[[noreturn]] void run_as_init() {
+  int port = boot_as_init();
+  static Cgroups cgroups;
+  cgroups.init();  // false: exec containment falls back to process groups
+  ExecConfig cfg;
+  cfg.drop_privileges = true;
+  cfg.code_dir = "/run/vial";
+  cfg.cgroups = &cgroups;
+  Server server(cfg);
+  server.serve_port(port);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  occupy_std_fds();
+  if (getpid() == 1) {
+    try {
+      run_as_init();
+    } catch (const std::exception& e) {
+      fatal_boot((std::string("fatal: ") + e.what()).c_str());
+    } catch (...) {
+      fatal_boot("fatal: unknown exception");
+    }
+  }
+  std::string a1 = argc > 1 ? argv[1] : "";
+  if (a1 == "--help" || a1 == "-h") {
+    usage(stdout);
+    return 0;
+  }
+  if (a1 == "--version") {
+    std::printf("vial-agent %s\n", VIAL_VERSION);
+    return 0;
+  }
+  if (a1 == "--serve-unix" && argc == 3) return serve_unix(argv[2]);
+  usage(stderr);
+  return 2;
+}
