@@ -1,0 +1,37 @@
+// `vial bench ...`: measurements printed as one JSON object (shape in DESIGN.md).
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "bench/run_bench.h"
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "images/image_store.h"
+
+namespace vial::cli {
+
+void add_bench_command(CLI::App& app) {
+  CLI::App* bench = app.add_subcommand("bench", "Measure vial; prints one JSON object, progress on stderr");
+  bench->require_subcommand(1);
+
+  auto opts = std::make_shared<bench::RunBenchOptions>();
+  auto json = std::make_shared<bool>(false);
+  CLI::App* run = bench->add_subcommand("run", "One-shot `vial run` end to end: cases run_total, boot, exec");
+  run->add_option("-l,--language", opts->language, "python, javascript or shell")->capture_default_str();
+  run->add_option("-n,--count", opts->count, "Number of runs")->capture_default_str();
+  run->add_flag("--json", *json, "Print JSON (the only format; accepted for symmetry)");
+  run->callback([opts] {
+    try {
+      check_image_language(opts->language);
+      opts->accel = choose_accel(opts->language, false);
+      std::cout << dump_json(bench::bench_run(*opts), 2) << std::endl;
+      throw CLI::RuntimeError(kExitOk);
+    } catch (const CLI::RuntimeError&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw CLI::RuntimeError(report_error(e, false, kExitFailure));
+    }
+  });
+}
+
+}  // namespace vial::cli

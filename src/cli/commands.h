@@ -1,0 +1,16 @@
+// Each `vial` subcommand registers itself on the app; its callback throws
+// CLI::RuntimeError(exit_code) to finish, which CLI11 turns into the process exit code.
+#pragma once
+
+namespace CLI {
+class App;
+}
+
+namespace vial::cli {
+
+void add_run_command(CLI::App& app);
+void add_image_command(CLI::App& app);
+void add_doctor_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
+
+}  // namespace vial::cli

@@ -1,0 +1,97 @@
+#include "cli/common.h"
+
+#include <sys/stat.h>
+#include <sys/utsname.h>
+
+#include <cstdio>
+#include <iostream>
+
+
+#include "images/image_store.h"
+#include "sandbox/runner.h"
+#include "util/error.h"
+#include "util/event_loop.h"
+#include "util/paths.h"
+#include "util/process.h"
+
+namespace vial::cli {
+namespace {
+
+// What the KVM verdict depends on: host kernel, QEMU binary, guest kernel.
+std::string accel_fingerprint(const ImageInfo* image) {
+  struct utsname u {};
+  ::uname(&u);
+  std::string fp = std::string(u.release);
+  if (auto qemu = find_program("qemu-system-x86_64")) {
+    struct stat st {};
+    if (::stat(qemu->c_str(), &st) == 0) fp += "|" + std::to_string(st.st_size) + "@" + std::to_string(st.st_mtime);
+  }
+  if (image) fp += "|" + image->manifest.value(nlohmann::json::json_pointer("/kernel/release"), std::string("?"));
+  return fp;
+}
+
+KvmProbe probe_kvm(const std::string& language) {
+  RunRequest request;
+  request.language = language;
+  request.code = print_one_code(language);
+  RunOptions options;
+  options.accel = {AccelKind::kvm, "probe"};
+  options.boot_timeout = std::chrono::seconds(15);
+  std::fprintf(stderr, "vial: checking once whether KVM can boot a guest here (cached afterwards)...\n");
+  try {
+    bool ok = false;
+    run_with_signals([&]() -> boost::asio::awaitable<void> {
+      RunResult r = co_await run_once(request, options, {});
+      ok = r.exit_code == 0 && r.stdout_data == "1\n";
+    });
+    return {ok, ok ? "" : "the test program gave a wrong answer"};
+  } catch (const Interrupted&) {
+    throw;
+  } catch (const std::exception& e) {
+    std::string first_line = e.what();
+    return {false, first_line.substr(0, first_line.find('\n'))};
+  }
+}
+
+}  // namespace
+
+int report_error(const std::exception& error, bool json, int failure_code) {
+  int code = failure_code;
+  std::string kind = "internal";
+  if (auto* e = dynamic_cast<const Error*>(&error)) {
+    kind = std::string(to_string(e->kind()));
+    if (e->kind() == ErrorKind::invalid_input) code = kExitUsage;
+  }
+  if (dynamic_cast<const Interrupted*>(&error)) {
+    code = kExitInterrupted;
+    kind = "cancelled";
+  }
+  if (json) {
+    std::cout << dump_json({{"error", {{"kind", kind}, {"message", error.what()}}}}) << std::endl;
+  } else {
+    std::fprintf(stderr, "vial: %s\n", error.what());
+  }
+  return code;
+}
+
+Accel choose_accel(const std::string& language, bool quiet, bool recheck) {
+  std::optional<ImageInfo> image;
+  if (is_image_language(language)) image = find_image(language);
+  AccelDetectOptions options;
+  options.cache_file = vial_home() / "accel.json";
+  options.fingerprint = accel_fingerprint(image ? &*image : nullptr);
+  options.recheck = recheck;
+  if (image) {
+    options.boot_probe = [language] { return probe_kvm(language); };
+    ensure_private_dir(vial_home());
+  }
+  Accel accel = detect_accel(options);
+  if (!quiet && accel.kind == AccelKind::tcg) std::fprintf(stderr, "vial: %s\n", accel.reason.c_str());
+  return accel;
+}
+
+std::string dump_json(const nlohmann::json& j, int indent) {
+  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+}  // namespace vial::cli

@@ -1,0 +1,32 @@
+// What the `vial` subcommands share: exit codes, error reporting, accelerator choice.
+
+#pragma once
+
+#include <exception>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "vm/accel.h"
+
+namespace vial::cli {
+
+// Exit codes of vial itself (a guest program's own exit code passes through `vial run`).
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;       // a vial command failed (doctor found problems...)
+inline constexpr int kExitUsage = 2;         // bad arguments or input
+inline constexpr int kExitVialError = 125;   // `vial run`: vial failed before or around the program
+inline constexpr int kExitInterrupted = 130;  // Ctrl-C / SIGTERM
+
+// Prints "vial: <message>" to stderr (or {"error": {...}} to stdout with json) and returns the
+// exit code for the error's kind.
+int report_error(const std::exception& error, bool json, int failure_code = kExitVialError);
+
+// Picks KVM or TCG (probing KVM once with the language's image) and prints the one-line
+// reason on stderr when it falls back to TCG, unless quiet.
+Accel choose_accel(const std::string& language, bool quiet, bool recheck = false);
+
+// JSON dump that never throws on invalid UTF-8 (guest output is arbitrary bytes).
+std::string dump_json(const nlohmann::json& j, int indent = -1);
+
+}  // namespace vial::cli

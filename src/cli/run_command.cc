@@ -1,0 +1,140 @@
+// `vial run`: one program in a fresh microVM, output streamed live.
+#include <unistd.h>
+
+#include <fstream>
+#include <iostream>
+#include <iterator>
+
+#include <CLI/CLI.hpp>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "sandbox/runner.h"
+#include "util/error.h"
+#include "vm/qemu_command.h"
+#include "util/event_loop.h"
+
+namespace vial::cli {
+namespace {
+
+struct RunArgs {
+  std::string language;
+  std::string code;
+  std::string file;
+  int timeout_s = 30;
+  unsigned memory_mib = kDefaultMemoryMib;
+  std::vector<std::string> env;
+  std::string cwd;
+  bool forward_stdin = false;
+  bool json = false;
+};
+
+void write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;  // a closed pipe: drop output, the run still completes and cleans up
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+RunRequest to_request(const RunArgs& a) {
+  RunRequest r;
+  r.language = a.language;
+  if (!a.code.empty() && !a.file.empty()) {
+    throw Error(ErrorKind::invalid_input, "give either -c CODE or FILE, not both");
+  }
+  if (!a.file.empty()) {
+    std::ifstream in(a.file, std::ios::binary);
+    if (!in) throw Error(ErrorKind::invalid_input, "cannot read " + a.file + ": no such file or not readable");
+    r.code.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  } else {
+    r.code = a.code;
+  }
+  if (a.timeout_s <= 0 || a.timeout_s > kMaxRunTimeout.count()) {
+    throw Error(ErrorKind::invalid_input,
+                "--timeout must be between 1 and " + std::to_string(kMaxRunTimeout.count()) + " seconds");
+  }
+  r.timeout = std::chrono::seconds(a.timeout_s);
+  r.memory_mib = a.memory_mib;
+  r.cwd = a.cwd;
+  for (const auto& kv : a.env) {
+    size_t eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      throw Error(ErrorKind::invalid_input, "-e expects KEY=VALUE, got '" + kv + "'");
+    }
+    r.env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  if (a.forward_stdin) {
+    r.stdin_data.emplace(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  }
+  validate(r);
+  return r;
+}
+
+nlohmann::json result_json(const RunResult& r, const Accel& accel) {
+  return {{"stdout", r.stdout_data},
+          {"stderr", r.stderr_data},
+          {"exit_code", r.exit_code},
+          {"signal", r.signal ? nlohmann::json(*r.signal) : nlohmann::json(nullptr)},
+          {"timed_out", r.timed_out},
+          {"truncated", r.stdout_truncated || r.stderr_truncated},
+          {"stdout_truncated", r.stdout_truncated},
+          {"stderr_truncated", r.stderr_truncated},
+          {"accel", accel.name()},
+          {"timing", {{"boot_ms", r.timing.boot_ms}, {"exec_ms", r.timing.exec_ms}, {"total_ms", r.timing.total_ms}}}};
+}
+
+int run(const RunArgs& args) {
+  try {
+    RunRequest request = to_request(args);
+    RunOptions options;
+    options.accel = choose_accel(request.language, args.json);
+    options.collect_output = args.json;
+    ExecCallbacks stream;
+    if (!args.json) {
+      stream.on_stdout = [](std::string_view chunk) { write_all(STDOUT_FILENO, chunk); };
+      stream.on_stderr = [](std::string_view chunk) { write_all(STDERR_FILENO, chunk); };
+    }
+    RunResult result;
+    run_with_signals([&]() -> boost::asio::awaitable<void> { result = co_await run_once(request, options, stream); });
+    if (args.json) {
+      std::cout << dump_json(result_json(result, options.accel)) << std::endl;
+    } else if (result.timed_out) {
+      std::fprintf(stderr, "vial: timed out after %d s: the program was killed\n", args.timeout_s);
+    } else if (result.stdout_truncated || result.stderr_truncated) {
+      std::fprintf(stderr, "vial: output truncated (limits: %llu bytes stdout, %llu bytes stderr)\n",
+                   static_cast<unsigned long long>(request.stdout_limit),
+                   static_cast<unsigned long long>(request.stderr_limit));
+    }
+    return result.exit_code;
+  } catch (const std::exception& e) {
+    return report_error(e, args.json);
+  }
+}
+
+}  // namespace
+
+void add_run_command(CLI::App& app) {
+  auto args = std::make_shared<RunArgs>();
+  CLI::App* cmd = app.add_subcommand("run", "Run code in a fresh microVM and print its output");
+  cmd->footer(
+      "The program's exit code becomes vial's; a timeout exits 124, a failure of vial itself 125.\n"
+      "Examples:\n"
+      "  vial run -l python -c 'print(6*7)'\n"
+      "  vial run -l shell script.sh -t 10 -e NAME=world\n"
+      "  echo data | vial run -l python -i -c 'import sys; print(sys.stdin.read())'");
+  cmd->add_option("-l,--language", args->language, "python, javascript or shell")->required();
+  cmd->add_option("-c,--code", args->code, "Code to run");
+  cmd->add_option("file", args->file, "File with the code to run (instead of -c)");
+  cmd->add_option("-t,--timeout", args->timeout_s, "Seconds before the program is killed (1-3600)")
+      ->capture_default_str();
+  cmd->add_option("-m,--memory", args->memory_mib, "Guest memory in MiB (at least 64)")->capture_default_str();
+  cmd->add_option("-e,--env", args->env, "Environment variable KEY=VALUE (repeatable)");
+  cmd->add_option("-w,--workdir", args->cwd, "Working directory in the guest");
+  cmd->add_flag("-i,--stdin", args->forward_stdin, "Send vial's stdin to the program");
+  cmd->add_flag("--json", args->json, "Print one JSON object with output, exit code and timing");
+  cmd->callback([args] { throw CLI::RuntimeError(run(*args)); });
+}
+
+}  // namespace vial::cli

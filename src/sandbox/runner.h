@@ -1,0 +1,75 @@
+// One-shot sandbox: boot a fresh microVM from a language image, run code, tear it all down.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+#include <boost/asio/awaitable.hpp>
+
+#include "vm/accel.h"
+#include "vm/agent_client.h"
+
+namespace vial {
+
+inline constexpr std::chrono::seconds kMaxRunTimeout{3600};
+inline constexpr uint64_t kDefaultStdoutLimit = 1u << 20;
+inline constexpr uint64_t kDefaultStderrLimit = 100u << 10;
+// Exit code for a program killed at its timeout, as timeout(1) reports it.
+inline constexpr int kTimeoutExitCode = 124;
+
+struct RunRequest {
+  std::string language;  // python | javascript | shell
+  std::string code;
+  std::map<std::string, std::string> env;
+  std::string cwd;  // empty: the sandbox user's home
+  std::optional<std::string> stdin_data;
+  std::chrono::seconds timeout{30};
+  unsigned memory_mib = 256;
+  uint64_t stdout_limit = kDefaultStdoutLimit;
+  uint64_t stderr_limit = kDefaultStderrLimit;
+};
+
+// Throws Error(invalid_input) naming the bad field.
+void validate(const RunRequest& request);
+
+struct RunTiming {
+  double boot_ms = 0;  // QEMU start to agent ready
+  double exec_ms = 0;  // exec sent to exit received
+  double total_ms = 0;
+};
+
+// What the sandboxed program did (data, not an error).
+struct RunResult {
+  std::string stdout_data;
+  std::string stderr_data;
+  int exit_code = 0;  // the program's, 128+N for signal N, 124 on timeout
+  std::optional<int> signal;
+  bool timed_out = false;
+  bool stdout_truncated = false;
+  bool stderr_truncated = false;
+  RunTiming timing;
+};
+
+struct RunOptions {
+  Accel accel;
+  // How long the guest may take to answer hello; 0 picks a default for the accelerator.
+  std::chrono::milliseconds boot_timeout{0};
+  // Keep stdout/stderr in the result (off when streaming to a terminal only).
+  bool collect_output = true;
+};
+
+// Boots, runs and destroys one sandbox. Failures of vial (no image, boot failure) throw Error;
+// whatever the program did is in the result. Cancelling the awaitable (Ctrl-C) tears down too.
+asio::awaitable<RunResult> run_once(const RunRequest& request, const RunOptions& options,
+                                    const ExecCallbacks& stream);
+
+// A one-line program printing "1" in `language`: for probes, benchmarks and smoke tests.
+std::string print_one_code(const std::string& language);
+
+// Boot deadline used when RunOptions::boot_timeout is 0 ($VIAL_BOOT_TIMEOUT in seconds wins).
+std::chrono::milliseconds default_boot_timeout(const Accel& accel);
+
+}  // namespace vial

@@ -1,0 +1,30 @@
+// Where vial keeps its files and finds its helper programs.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+namespace vial {
+
+// $VIAL_HOME, else /var/lib/vial for root, else $XDG_DATA_HOME/vial or ~/.local/share/vial.
+std::filesystem::path vial_home();
+std::filesystem::path images_dir();    // vial_home()/images
+std::filesystem::path run_dir();       // vial_home()/run: one folder per live VM
+std::filesystem::path overlays_dir();  // vial_home()/overlays
+std::filesystem::path cache_dir();     // vial_home()/cache
+
+// The directory holding the running `vial` binary.
+std::filesystem::path self_dir();
+
+// The guest agent binary: $VIAL_AGENT_BIN, else vial-agent next to this binary, else
+// ../lib/vial/vial-agent. Throws Error(unavailable) naming the build command when absent.
+std::filesystem::path agent_binary();
+
+// The image build script: $VIAL_IMAGES_DIR/build-image, else the source tree's images/, else
+// ../share/vial/images/ next to this binary.
+std::filesystem::path image_build_script();
+
+// Creates dir (and parents) with mode 0700 if missing; throws Error on failure.
+void ensure_private_dir(const std::filesystem::path& dir);
+
+}  // namespace vial

@@ -1,0 +1,75 @@
+// Host end of the agent protocol over the VM's virtio-serial socket (Asio coroutines).
+// One reader dispatches frames to requests by id, so several execs can share a channel.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/experimental/channel.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+
+#include "agent/protocol.h"
+
+namespace vial {
+
+namespace asio = boost::asio;
+
+struct ExecCallbacks {
+  std::function<void(std::string_view)> on_stdout;
+  std::function<void(std::string_view)> on_stderr;
+};
+
+class AgentClient final : public std::enable_shared_from_this<AgentClient> {
+ public:
+  using Socket = asio::local::stream_protocol::socket;
+
+  // Takes a connected socket and starts reading. Use via std::make_shared.
+  static std::shared_ptr<AgentClient> create(Socket socket);
+
+  AgentClient(const AgentClient&) = delete;
+  AgentClient& operator=(const AgentClient&) = delete;
+  ~AgentClient();
+
+  // Opens the channel; returns the guest's hello. Throws Error on a version mismatch.
+  asio::awaitable<agent::HelloBody> hello();
+  asio::awaitable<void> ping();
+  // Runs one program; output arrives through callbacks as it is produced. stdin_data, when
+  // set, is sent and then closed. Cancel the awaitable to stop waiting (the guest keeps the
+  // program until its own timeout: send kill() first if it must die now).
+  asio::awaitable<agent::ExecResult> exec(const agent::ExecRequest& request, const ExecCallbacks& callbacks,
+                                          std::optional<std::string> stdin_data = std::nullopt);
+
+  // Closes the socket; pending requests fail with "connection lost".
+  void close();
+  bool connected() const { return socket_.is_open() && !lost_; }
+
+ private:
+  using FrameChannel = asio::experimental::channel<void(boost::system::error_code, agent::Frame)>;
+  class Pending;
+
+  explicit AgentClient(Socket socket);
+  void start();
+  asio::awaitable<void> read_loop();
+  asio::awaitable<void> write_loop();
+  void send(agent::FrameType type, uint32_t id, std::string_view payload);
+  // Registers a request and returns its frame channel (unregistered by Pending's destructor).
+  Pending open_request();
+  asio::awaitable<agent::Frame> receive(FrameChannel& channel);
+
+  Socket socket_;
+  std::map<uint32_t, std::shared_ptr<FrameChannel>> pending_;
+  uint32_t next_id_ = 1;
+  std::string outgoing_;
+  bool writing_ = false;
+  bool lost_ = false;
+  std::string lost_reason_;
+};
+
+}  // namespace vial

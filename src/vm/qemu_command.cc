@@ -1,0 +1,71 @@
+#include "vm/qemu_command.h"
+
+#include "util/error.h"
+
+namespace vial {
+namespace {
+
+// QEMU option values separate keys with commas; a literal comma in a path is written twice.
+std::string opt_path(const std::filesystem::path& p) {
+  std::string out;
+  for (char ch : p.string()) {
+    out += ch;
+    if (ch == ',') out += ',';
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string kernel_cmdline(const VmConfig&) {
+  // quiet/loglevel: every console byte is a slow emulated UART write under TCG.
+  // panic=-1 with -no-reboot: a guest panic ends QEMU, which the host sees at once.
+  // pci=off: microvm has no PCI. The rest skip work a throwaway VM never needs.
+  return "console=ttyS0 quiet loglevel=2 panic=-1 pci=off nomodeset mitigations=off "
+         "random.trust_cpu=on cryptomgr.notests tsc=reliable no_timer_check "
+         "rcupdate.rcu_expedited=1 8250.nr_uarts=1 i8042.noaux i8042.nokbd audit=0";
+}
+
+std::vector<std::string> build_qemu_argv(const VmConfig& c) {
+  auto require = [](const std::filesystem::path& p, const char* what) {
+    if (p.empty()) throw Error(ErrorKind::invalid_input, std::string("VM config: no ") + what);
+  };
+  require(c.kernel, "kernel");
+  require(c.initramfs, "initramfs");
+  require(c.root_disk, "root disk");
+  require(c.agent_socket, "agent socket");
+  require(c.console_log, "console log");
+  if (c.memory_mib < kMinMemoryMib) {
+    throw Error(ErrorKind::invalid_input, "memory must be at least " + std::to_string(kMinMemoryMib) + " MiB");
+  }
+  if (c.vcpus < 1) throw Error(ErrorKind::invalid_input, "vcpus must be at least 1");
+
+  const bool kvm = c.accel.kind == AccelKind::kvm;
+  std::vector<std::string> argv = {
+      c.qemu_binary,
+      "-name", c.name.empty() ? "vial" : c.name,
+      "-M", "microvm",
+      "-accel", kvm ? "kvm" : "tcg,thread=multi,tb-size=" + std::to_string(kTcgTranslationCacheMib),
+      "-cpu", kvm ? "host" : "max",
+      "-m", std::to_string(c.memory_mib),
+      "-smp", std::to_string(c.vcpus),
+      "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+      // QEMU's own seccomp filter: no exec, no privilege changes, no obsolete syscalls.
+      "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+      "-kernel", c.kernel.string(),
+      "-initrd", c.initramfs.string(),
+      "-append", kernel_cmdline(c),
+      "-drive", "id=root,file=" + opt_path(c.root_disk) + ",format=qcow2,if=none,cache=unsafe,discard=unmap",
+      "-device", "virtio-blk-device,drive=root",
+      "-chardev", "socket,id=agent,path=" + opt_path(c.agent_socket) + ",server=on,wait=off",
+      "-device", "virtio-serial-device,max_ports=1",
+      "-device", "virtserialport,chardev=agent,name=agent",
+      "-chardev", "file,id=console,path=" + opt_path(c.console_log),
+      "-serial", "chardev:console",
+      // No network device at all: the guest only has lo.
+      "-nic", "none",
+  };
+  return argv;
+}
+
+}  // namespace vial

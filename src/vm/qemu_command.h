@@ -1,0 +1,36 @@
+// Builds the argv of one `qemu-system-x86_64 -M microvm` guest. Pure: no I/O, unit-tested.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "vm/accel.h"
+
+namespace vial {
+
+inline constexpr unsigned kMinMemoryMib = 64;
+inline constexpr unsigned kDefaultMemoryMib = 256;
+// TCG translation cache per VM; QEMU's default of 1 GiB exhausts host memory with many VMs.
+inline constexpr unsigned kTcgTranslationCacheMib = 64;
+
+struct VmConfig {
+  Accel accel;
+  std::string name;  // shown in `ps` as -name, e.g. vial-run-1234
+  std::filesystem::path kernel;
+  std::filesystem::path initramfs;
+  std::filesystem::path root_disk;  // qcow2; the guest writes to it
+  std::filesystem::path agent_socket;  // QEMU listens here; the host connects
+  std::filesystem::path console_log;   // the guest's serial console
+  unsigned memory_mib = kDefaultMemoryMib;
+  unsigned vcpus = 1;
+  std::string qemu_binary = "qemu-system-x86_64";
+};
+
+// Kernel command line: quiet boot straight into the agent; a panic ends the VM at once.
+std::string kernel_cmdline(const VmConfig& config);
+
+// Throws Error(invalid_input) on a config that cannot boot (no kernel path, memory too small...).
+std::vector<std::string> build_qemu_argv(const VmConfig& config);
+
+}  // namespace vial

@@ -1,0 +1,51 @@
+// Owns one QEMU process and every file made for it. Whatever happens (success, error,
+// exception, Ctrl-C), destroying a VmProcess kills and reaps QEMU and removes its files.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "util/process.h"
+#include "vm/qemu_command.h"
+
+namespace vial {
+
+class VmProcess final {
+ public:
+  // Starts QEMU for `config`. `vm_dir` holds the VM's sockets and logs and is removed with it;
+  // `owned_files` (e.g. its overlay disk) are removed too. Throws Error when QEMU can't start.
+  static std::unique_ptr<VmProcess> launch(const VmConfig& config, std::filesystem::path vm_dir,
+                                           std::vector<std::filesystem::path> owned_files);
+
+  VmProcess(const VmProcess&) = delete;
+  VmProcess& operator=(const VmProcess&) = delete;
+  ~VmProcess();
+
+  const VmConfig& config() const { return config_; }
+  pid_t pid() const { return qemu_.pid(); }
+  int pidfd() const { return qemu_.pidfd(); }
+  bool running() { return !qemu_.try_wait().has_value(); }
+
+  // The last `lines` lines of the guest console and of QEMU's own stderr, for error messages.
+  std::string console_tail(size_t lines = 20) const;
+  std::string qemu_log_tail(size_t lines = 10) const;
+  // A one-paragraph explanation of why the VM ended or never became ready.
+  std::string describe_failure(const std::string& what);
+
+  // Kills QEMU (no guest cooperation needed: the VM is throwaway) and removes its files.
+  void destroy();
+
+ private:
+  VmProcess(VmConfig config, std::filesystem::path vm_dir, std::vector<std::filesystem::path> owned);
+  VmConfig config_;
+  std::filesystem::path vm_dir_;
+  std::vector<std::filesystem::path> owned_files_;
+  Child qemu_;
+};
+
+// Last `lines` lines of a text file (empty if unreadable); non-printable bytes become '?'.
+std::string tail_file(const std::filesystem::path& path, size_t lines);
+
+}  // namespace vial
