@@ -17,6 +17,7 @@
 #include "util/error.h"
 #include "util/paths.h"
 #include "util/process.h"
+#include "vm/host_tsc.h"
 #include "vm/vm_process.h"
 
 namespace fs = std::filesystem;
@@ -168,6 +169,7 @@ asio::awaitable<RunResult> run_once(const RunRequest& request, const RunOptions&
   config.agent_socket = vm_dir / "agent.sock";
   config.console_log = vm_dir / "console.log";
   config.memory_mib = request.memory_mib;
+  if (options.accel.kind == AccelKind::tcg) config.tsc_khz = host_tsc_khz();
   auto vm = VmProcess::launch(config, vm_dir, {overlay});
   pending.paths.clear();
   write_qemu_pid(vm_dir, vm->pid());

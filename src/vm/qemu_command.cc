@@ -17,13 +17,17 @@ std::string opt_path(const std::filesystem::path& p) {
 
 }  // namespace
 
-std::string kernel_cmdline(const VmConfig&) {
+std::string kernel_cmdline(const VmConfig& c) {
   // quiet/loglevel: every console byte is a slow emulated UART write under TCG.
   // panic=-1 with -no-reboot: a guest panic ends QEMU, which the host sees at once.
   // pci=off: microvm has no PCI. The rest skip work a throwaway VM never needs.
-  return "console=ttyS0 quiet loglevel=2 panic=-1 pci=off nomodeset mitigations=off "
-         "random.trust_cpu=on cryptomgr.notests tsc=reliable no_timer_check "
-         "rcupdate.rcu_expedited=1 8250.nr_uarts=1 i8042.noaux i8042.nokbd audit=0";
+  std::string line =
+      "console=ttyS0 quiet loglevel=2 panic=-1 pci=off nomodeset mitigations=off "
+      "random.trust_cpu=on cryptomgr.notests tsc=reliable no_timer_check "
+      "rcupdate.rcu_expedited=1 8250.nr_uarts=1 i8042.noaux i8042.nokbd audit=0";
+  // tsc=reliable also stops the clocksource watchdog from demoting the TSC mid-run.
+  if (c.tsc_khz > 0) line += " tsc_early_khz=" + std::to_string(c.tsc_khz);
+  return line;
 }
 
 std::vector<std::string> build_qemu_argv(const VmConfig& c) {
@@ -58,7 +62,7 @@ std::vector<std::string> build_qemu_argv(const VmConfig& c) {
       "-drive", "id=root,file=" + opt_path(c.root_disk) + ",format=qcow2,if=none,cache=unsafe,discard=unmap",
       "-device", "virtio-blk-device,drive=root",
       "-chardev", "socket,id=agent,path=" + opt_path(c.agent_socket) + ",server=on,wait=off",
-      "-device", "virtio-serial-device,max_ports=1",
+      "-device", "virtio-serial-device",
       "-device", "virtserialport,chardev=agent,name=agent",
       "-chardev", "file,id=console,path=" + opt_path(c.console_log),
       "-serial", "chardev:console",

@@ -25,6 +25,8 @@ struct VmConfig {
   unsigned memory_mib = kDefaultMemoryMib;
   unsigned vcpus = 1;
   std::string qemu_binary = "qemu-system-x86_64";
+  // Host TSC rate for TCG guests (see host_tsc.h); 0 lets the guest calibrate.
+  uint64_t tsc_khz = 0;
 };
 
 // Kernel command line: quiet boot straight into the agent; a panic ends the VM at once.
