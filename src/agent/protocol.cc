@@ -6,7 +6,7 @@ namespace vial::agent {
 
 bool is_known_type(uint8_t type) {
   return type >= static_cast<uint8_t>(FrameType::hello) &&
-         type <= static_cast<uint8_t>(FrameType::error);
+         type <= static_cast<uint8_t>(FrameType::ok);
 }
 
 std::string_view type_name(FrameType type) {
@@ -21,6 +21,8 @@ std::string_view type_name(FrameType type) {
     case FrameType::exit: return "exit";
     case FrameType::kill: return "kill";
     case FrameType::error: return "error";
+    case FrameType::reseed: return "reseed";
+    case FrameType::ok: return "ok";
   }
   return "unknown";
 }
@@ -196,6 +198,7 @@ void to_json(nlohmann::json& j, const ExecResult& v) {
       {"wall_ms", v.wall_ms},
       {"cpu_ms", v.cpu_ms},
       {"max_rss_kib", v.max_rss_kib},
+      {"warm", v.warm},
   };
 }
 
@@ -213,6 +216,7 @@ void from_json(const nlohmann::json& j, ExecResult& v) {
   if (j.contains("wall_ms")) r.wall_ms = j.at("wall_ms").get<uint64_t>();
   if (j.contains("cpu_ms")) r.cpu_ms = j.at("cpu_ms").get<uint64_t>();
   if (j.contains("max_rss_kib")) r.max_rss_kib = j.at("max_rss_kib").get<uint64_t>();
+  if (j.contains("warm")) r.warm = j.at("warm").get<bool>();
   v = r;
 }
 
@@ -220,6 +224,7 @@ void to_json(nlohmann::json& j, const HelloBody& v) {
   j = nlohmann::json{{"version", v.version}};
   if (!v.agent.empty()) j["agent"] = v.agent;
   if (!v.kernel.empty()) j["kernel"] = v.kernel;
+  if (!v.warm.empty()) j["warm"] = v.warm;
 }
 
 void from_json(const nlohmann::json& j, HelloBody& v) {
@@ -229,7 +234,62 @@ void from_json(const nlohmann::json& j, HelloBody& v) {
   if (j.contains("agent") && !j.at("agent").is_null()) h.agent = j.at("agent").get<std::string>();
   if (j.contains("kernel") && !j.at("kernel").is_null())
     h.kernel = j.at("kernel").get<std::string>();
+  if (j.contains("warm") && !j.at("warm").is_null())
+    h.warm = j.at("warm").get<std::vector<std::string>>();
   v = std::move(h);
+}
+
+std::string to_hex(std::string_view bytes) {
+  static const char digits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char c : bytes) {
+    out.push_back(digits[c >> 4]);
+    out.push_back(digits[c & 15]);
+  }
+  return out;
+}
+
+std::string from_hex(std::string_view hex) {
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  if (hex.size() % 2 != 0) throw std::invalid_argument("hex string has an odd length");
+  std::string out;
+  out.reserve(hex.size() / 2);
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    int hi = nibble(hex[i]), lo = nibble(hex[i + 1]);
+    if (hi < 0 || lo < 0) throw std::invalid_argument("bad hex digit");
+    out.push_back(static_cast<char>((hi << 4) | lo));
+  }
+  return out;
+}
+
+void to_json(nlohmann::json& j, const ReseedBody& v) {
+  j = nlohmann::json{{"entropy", to_hex(v.entropy)}};
+  if (v.realtime_ns) j["realtime_ns"] = *v.realtime_ns;
+}
+
+void from_json(const nlohmann::json& j, ReseedBody& v) {
+  if (!j.is_object()) throw std::invalid_argument("reseed must be a JSON object");
+  ReseedBody r;
+  const auto& e = j.at("entropy");
+  if (!e.is_string()) throw std::invalid_argument("entropy must be a hex string");
+  r.entropy = from_hex(e.get<std::string>());
+  if (r.entropy.size() != kReseedEntropyBytes)
+    throw std::invalid_argument("entropy must be " + std::to_string(kReseedEntropyBytes) +
+                                " bytes (" + std::to_string(kReseedEntropyBytes * 2) +
+                                " hex digits)");
+  if (j.contains("realtime_ns") && !j.at("realtime_ns").is_null()) {
+    uint64_t ns = 0;
+    read_uint(j, "realtime_ns", ns);
+    if (ns > static_cast<uint64_t>(INT64_MAX)) throw std::invalid_argument("realtime_ns out of range");
+    r.realtime_ns = static_cast<int64_t>(ns);
+  }
+  v = std::move(r);
 }
 
 }  // namespace vial::agent

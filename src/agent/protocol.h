@@ -37,6 +37,12 @@ enum class FrameType : uint8_t {
   exit = 8,     // g->h ExecResult JSON; the last frame of an exec
   kill = 9,     // h->g {"signal": N} for the exec with this request_id
   error = 10,   // g->h or h->g ErrorBody JSON; ends the request it names
+  // h->g ReseedBody JSON, sent after a snapshot restore: the guest credits the entropy to the
+  // kernel pool and forces a CRNG reseed, sets CLOCK_REALTIME, and has the warm interpreters
+  // re-seed their RNGs. Answered with `ok` once all of that is done, or `error` (bad_request
+  // for bad input, reseed_failed when the kernel refused).
+  reseed = 11,
+  ok = 12,      // g->h, empty: generic success acknowledgement (so far only for reseed)
 };
 
 // True for the types defined above.
@@ -108,12 +114,25 @@ struct ExecResult {
   uint64_t wall_ms = 0;
   uint64_t cpu_ms = 0;
   uint64_t max_rss_kib = 0;
+  bool warm = false;  // the program was forked from a warm interpreter (not exec'd cold)
 };
 
 struct HelloBody {
   uint32_t version = kProtocolVersion;
   std::string agent;   // agent build identity, guest->host only
   std::string kernel;  // guest kernel release, guest->host only
+  // Languages whose warm interpreter (fork server) is ready right now, guest->host only. A
+  // host building a template polls hello until the languages it wants are listed.
+  std::vector<std::string> warm;
+};
+
+inline constexpr size_t kReseedEntropyBytes = 64;
+
+struct ReseedBody {
+  // Exactly kReseedEntropyBytes raw bytes (JSON: "entropy", lowercase or uppercase hex).
+  std::string entropy;
+  // Host CLOCK_REALTIME in nanoseconds (JSON: "realtime_ns"); absent: leave the clock alone.
+  std::optional<int64_t> realtime_ns;
 };
 
 // JSON mapping. from_json throws nlohmann::json::exception (or std::invalid_argument for
@@ -126,6 +145,12 @@ void to_json(nlohmann::json& j, const ExecResult& v);
 void from_json(const nlohmann::json& j, ExecResult& v);
 void to_json(nlohmann::json& j, const HelloBody& v);
 void from_json(const nlohmann::json& j, HelloBody& v);
+void to_json(nlohmann::json& j, const ReseedBody& v);
+void from_json(const nlohmann::json& j, ReseedBody& v);
+
+// Hex helpers for ReseedBody. from_hex throws std::invalid_argument on bad input.
+std::string to_hex(std::string_view bytes);
+std::string from_hex(std::string_view hex);
 
 // Parses a control payload into T, turning every parse failure into std::invalid_argument
 // with a message fit for an `error` frame.

@@ -85,6 +85,7 @@ std::unique_ptr<Exec> Exec::spawn(uint32_t id, const agent::ExecRequest& req,
   }
 
   std::vector<std::string> argv = req.argv;
+  std::string code_file;
   if (argv.empty()) {
     const Lang* lang = find_lang(req.language);
     if (!lang) {
@@ -105,6 +106,7 @@ std::unique_ptr<Exec> Exec::spawn(uint32_t id, const agent::ExecRequest& req,
       return nullptr;  // destructor removes workdir_
     }
     chmod(file.c_str(), 0644);
+    code_file = file;
     argv = lang->argv;
     argv.push_back(file);
   }
@@ -140,6 +142,28 @@ std::unique_ptr<Exec> Exec::spawn(uint32_t id, const agent::ExecRequest& req,
     error = std::string("pipe: ") + strerror(errno);
     close_all();
     return nullptr;
+  }
+
+  // Warm path: fork the program from the language's zygote. Any failure falls back to the
+  // cold path below (the zygote restarts by itself later).
+  if (!code_file.empty() && cfg.warm && wants_warm(req)) {
+    if (Zygote* z = cfg.warm->get(req.language)) {
+      if (ex->spawn_warm(*z, code_file, cwd, env_strs, req.stdin_open ? in[0] : -1, out[1],
+                         err[1], procs, req.timeout_ms)) {
+        close_fd(out[1]);
+        close_fd(err[1]);
+        close_fd(in[0]);
+        close_fd(rep[0]);
+        close_fd(rep[1]);
+        ex->out_fd = out[0];
+        ex->err_fd = err[0];
+        ex->in_fd = in[1];
+        set_nonblock(ex->out_fd);
+        set_nonblock(ex->err_fd);
+        if (ex->in_fd >= 0) set_nonblock(ex->in_fd);
+        return ex;
+      }
+    }
   }
 
   bool drop = cfg.drop_privileges;
@@ -231,6 +255,55 @@ std::unique_ptr<Exec> Exec::spawn(uint32_t id, const agent::ExecRequest& req,
   return ex;
 }
 
+bool Exec::wants_warm(const agent::ExecRequest& req) {
+  if (req.language != "python") return false;
+  // PYTHON* variables change how the interpreter starts: only a cold start honours them.
+  for (const auto& [k, v] : req.env)
+    if (k.rfind("PYTHON", 0) == 0) return false;
+  return true;
+}
+
+bool Exec::spawn_warm(Zygote& z, const std::string& file, const std::string& cwd,
+                      const std::vector<std::string>& env, int stdin_fd, int out_w, int err_w,
+                      const std::string& procs, uint32_t timeout_ms) {
+  int null_fd = -1;
+  if (stdin_fd < 0) {
+    null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (null_fd < 0) return false;
+    stdin_fd = null_fd;
+  }
+  int go[2] = {-1, -1};
+  if (pipe2(go, O_CLOEXEC) != 0) {
+    close_fd(null_fd);
+    return false;
+  }
+  int64_t start = now_ms();
+  int fds[4] = {stdin_fd, out_w, err_w, go[0]};
+  std::string error;
+  pid_t p = z.spawn(file, cwd, env, fds, error);
+  close_fd(go[0]);
+  close_fd(null_fd);
+  if (p <= 0) {
+    std::string msg = "vial-agent: warm exec failed, starting cold: " + error + "\n";
+    write_all_raw(2, msg.c_str());
+    close_fd(go[1]);
+    return false;
+  }
+  // The child waits on `go`: contain it before it runs anything.
+  if (!procs.empty() && write_file(procs, std::to_string(p)) != 0) {
+    ::kill(p, SIGKILL);  // our child now (reparented): the server's reap loop collects it
+    close_fd(go[1]);
+    return false;
+  }
+  pid = p;
+  warm = true;
+  start_ms = start;
+  deadline_ms = start_ms + timeout_ms;
+  [[maybe_unused]] ssize_t w = write(go[1], "g", 1);
+  close_fd(go[1]);
+  return true;
+}
+
 Exec::~Exec() {
   close_fd(out_fd);
   close_fd(err_fd);
@@ -285,6 +358,7 @@ agent::ExecResult Exec::result() const {
   };
   r.cpu_ms = ms(ru_.ru_utime) + ms(ru_.ru_stime);
   r.max_rss_kib = static_cast<uint64_t>(ru_.ru_maxrss);
+  r.warm = warm;
   return r;
 }
 

@@ -9,9 +9,11 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "agent/protocol.h"
 #include "guest/cgroup.h"
+#include "guest/zygote.h"
 
 namespace vial::guest {
 
@@ -19,6 +21,8 @@ struct ExecConfig {
   bool drop_privileges = false;  // run user code as uid/gid 1000 (agent is root)
   std::string code_dir;          // where code files go: <code_dir>/exec-<id>/main.<ext>
   Cgroups* cgroups = nullptr;    // null or disabled: contain by process group only
+  WarmInterpreters* warm = nullptr;  // null: every exec starts its interpreter cold
+  bool system = false;           // PID-1 mode: reseed may touch the kernel RNG and clock
 };
 
 class Exec final {
@@ -50,10 +54,15 @@ class Exec final {
   int64_t grace_ms = -1;      // main exited but pipes still open: kill the rest at this time
   bool timed_out = false;
   bool exited_ = false;
+  bool warm = false;          // forked from a warm interpreter
   int64_t end_ms = 0;
 
  private:
   Exec() = default;
+  static bool wants_warm(const agent::ExecRequest& req);
+  bool spawn_warm(Zygote& z, const std::string& file, const std::string& cwd,
+                  const std::vector<std::string>& env, int stdin_fd, int out_w, int err_w,
+                  const std::string& procs, uint32_t timeout_ms);
   int status_ = 0;
   rusage ru_{};
   std::string cgroup_;

@@ -3,6 +3,7 @@
 //   `--serve-unix PATH`: serves one unix-socket connection at a time (tests, development).
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -12,12 +13,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "guest/cgroup.h"
 #include "guest/init.h"
 #include "guest/server.h"
 #include "guest/util.h"
+#include "guest/zygote.h"
 
 #ifndef VIAL_VERSION
 #define VIAL_VERSION "0.0.0"
@@ -41,10 +44,11 @@ void occupy_std_fds() {
 
 void usage(FILE* out) {
   std::fprintf(out,
-               "usage: vial-agent [--serve-unix PATH | --help | --version]\n"
+               "usage: vial-agent [--serve-unix PATH [--warm] | --help | --version]\n"
                "  As PID 1 it boots the VM and serves the agent protocol on the virtio-serial\n"
                "  port named 'agent'. --serve-unix PATH serves the protocol on a unix socket,\n"
-               "  one connection at a time, without touching the system (tests).\n");
+               "  one connection at a time, without touching the system (tests). --warm\n"
+               "  also starts the warm interpreters (python fork server), as PID 1 does.\n");
 }
 
 const char* g_socket_path = nullptr;
@@ -57,7 +61,7 @@ void on_term(int) {
   _exit(0);
 }
 
-int serve_unix(const char* path) {
+int serve_unix(const char* path, bool warm) {
   sockaddr_un addr{};
   if (std::strlen(path) >= sizeof addr.sun_path) {
     std::fprintf(stderr, "vial-agent: socket path too long\n");
@@ -85,6 +89,14 @@ int serve_unix(const char* path) {
   signal(SIGINT, on_term);
 
   Server server(cfg);
+  static std::unique_ptr<WarmInterpreters> interpreters;
+  if (warm) {
+    // Programs forked by a zygote are orphaned on purpose: we must be the one reaping them.
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    interpreters = std::make_unique<WarmInterpreters>(cfg.drop_privileges, /*quiet=*/false);
+    interpreters->start_all();
+    server.set_warm(interpreters.get());
+  }
   for (;;) {
     int c = accept4(ls, nullptr, nullptr, SOCK_CLOEXEC);
     if (c < 0) {
@@ -105,7 +117,11 @@ int serve_unix(const char* path) {
   cfg.drop_privileges = true;
   cfg.code_dir = "/run/vial";
   cfg.cgroups = &cgroups;
+  cfg.system = true;
+  static WarmInterpreters interpreters(/*drop_privileges=*/true, /*quiet=*/true);
   Server server(cfg);
+  interpreters.start_all();
+  server.set_warm(&interpreters);
   server.serve_port(port);
 }
 
@@ -131,7 +147,9 @@ int main(int argc, char** argv) {
     std::printf("vial-agent %s\n", VIAL_VERSION);
     return 0;
   }
-  if (a1 == "--serve-unix" && argc == 3) return serve_unix(argv[2]);
+  if (a1 == "--serve-unix" && argc == 3) return serve_unix(argv[2], false);
+  if (a1 == "--serve-unix" && argc == 4 && std::string(argv[3]) == "--warm")
+    return serve_unix(argv[2], true);
   usage(stderr);
   return 2;
 }

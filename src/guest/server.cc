@@ -1,6 +1,10 @@
 #include "guest/server.h"
 
+#include <fcntl.h>
+#include <linux/random.h>
 #include <poll.h>
+#include <sys/ioctl.h>
+#include <time.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -103,6 +107,7 @@ void Server::reap() {
     pid_t pid = wait4(-1, &st, WNOHANG, &ru);
     if (pid <= 0) break;
     int64_t now = now_ms();
+    if (cfg_.warm && cfg_.warm->on_reaped(pid)) continue;
     for (auto& [id, ex] : execs_) {
       if (ex->pid == pid && !ex->exited_) {
         ex->on_exit(st, ru, now);
@@ -172,6 +177,57 @@ void Server::handle_exec(uint32_t id, const std::string& payload) {
   execs_[id] = std::move(ex);
 }
 
+void Server::handle_reseed(uint32_t id, const std::string& payload) {
+  agent::ReseedBody body;
+  try {
+    body = agent::parse_body<agent::ReseedBody>(payload);
+  } catch (const std::exception& e) {
+    send_error(id, "bad_request", e.what());
+    return;
+  }
+  std::string problems;
+  auto problem = [&](const std::string& what) {
+    if (!problems.empty()) problems += "; ";
+    problems += what + ": " + strerror(errno);
+  };
+  // Only as PID 1: in local mode the "guest" is the host, whose RNG and clock are not ours.
+  if (cfg_.system) {
+    int fd = open("/dev/urandom", O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+      problem("open /dev/urandom");
+    } else {
+      // struct rand_pool_info ends in a flexible array: build it in an aligned buffer.
+      alignas(rand_pool_info) unsigned char mem[sizeof(rand_pool_info) + agent::kReseedEntropyBytes];
+      auto* info = reinterpret_cast<rand_pool_info*>(mem);
+      info->entropy_count = static_cast<int>(agent::kReseedEntropyBytes * 8);
+      info->buf_size = static_cast<int>(agent::kReseedEntropyBytes);
+      std::memcpy(info->buf, body.entropy.data(), agent::kReseedEntropyBytes);
+      if (ioctl(fd, RNDADDENTROPY, info) != 0) problem("RNDADDENTROPY");
+      if (ioctl(fd, RNDRESEEDCRNG) != 0) problem("RNDRESEEDCRNG");
+      std::memset(mem, 0, sizeof mem);
+      close(fd);
+    }
+    if (body.realtime_ns) {
+      timespec ts{static_cast<time_t>(*body.realtime_ns / 1000000000),
+                  static_cast<long>(*body.realtime_ns % 1000000000)};
+      if (clock_settime(CLOCK_REALTIME, &ts) != 0) problem("clock_settime");
+    }
+  }
+  // After the kernel pool: the interpreters seed from it.
+  if (cfg_.warm) {
+    std::string err;
+    if (!cfg_.warm->reseed_all(err)) {
+      if (!problems.empty()) problems += "; ";
+      problems += err;
+    }
+  }
+  if (!problems.empty()) {
+    send_error(id, "reseed_failed", problems);
+    return;
+  }
+  send(FrameType::ok, id, {});
+}
+
 void Server::handle_frame(agent::Frame& f) {
   switch (f.type) {
     case FrameType::hello: {
@@ -190,7 +246,8 @@ void Server::handle_frame(agent::Frame& f) {
       }
       utsname u{};
       uname(&u);
-      agent::HelloBody reply{agent::kProtocolVersion, "vial-agent " VIAL_VERSION, u.release};
+      agent::HelloBody reply{agent::kProtocolVersion, "vial-agent " VIAL_VERSION, u.release, {}};
+      if (cfg_.warm) reply.warm = cfg_.warm->ready_languages();
       nlohmann::json j = reply;
       send(FrameType::hello, f.request_id, j.dump());
       return;
@@ -239,6 +296,9 @@ void Server::handle_frame(agent::Frame& f) {
       it->second->signal_all(sig);
       return;
     }
+    case FrameType::reseed:
+      handle_reseed(f.request_id, f.payload);
+      return;
     case FrameType::error:
       return;  // the host reporting a problem with our frames: nothing to answer
     default:

@@ -24,6 +24,9 @@ class Server final {
   // Serves a virtio-serial port forever: a host disconnect kills running execs, then the loop
   // waits (without spinning) for the host to reconnect.
   [[noreturn]] void serve_port(int fd);
+  // Warm interpreters to fork python execs from (null: all execs start cold). Set after the
+  // constructor so the zygotes start with SIGCHLD already routed to our signalfd.
+  void set_warm(WarmInterpreters* warm) { cfg_.warm = warm; }
 
  private:
   enum class Mode { connection, port };
@@ -31,6 +34,7 @@ class Server final {
   void loop(int fd, Mode mode);
   void handle_frame(agent::Frame& f);
   void handle_exec(uint32_t id, const std::string& payload);
+  void handle_reseed(uint32_t id, const std::string& payload);
   void send(agent::FrameType t, uint32_t id, std::string_view payload);
   void send_error(uint32_t id, const std::string& code, const std::string& message);
   void flush();

@@ -10,7 +10,10 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <map>
+#include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -44,7 +47,10 @@ class AgentLocal : public ::testing::Test {
     pid_ = fork();
     ASSERT_GE(pid_, 0);
     if (pid_ == 0) {
-      execl(bin, bin, "--serve-unix", sock.c_str(), static_cast<char*>(nullptr));
+      if (warm())
+        execl(bin, bin, "--serve-unix", sock.c_str(), "--warm", static_cast<char*>(nullptr));
+      else
+        execl(bin, bin, "--serve-unix", sock.c_str(), static_cast<char*>(nullptr));
       _exit(127);
     }
     fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -57,6 +63,8 @@ class AgentLocal : public ::testing::Test {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   }
+
+  virtual bool warm() const { return false; }
 
   void TearDown() override {
     if (fd_ >= 0) close(fd_);
@@ -375,6 +383,271 @@ TEST_F(AgentLocal, ResourceUsageReported) {
   EXPECT_EQ(o.result->exit_code, 0);
   EXPECT_GT(o.result->max_rss_kib, 0u);
   EXPECT_GE(o.result->wall_ms, o.result->cpu_ms / 4);
+}
+
+TEST_F(AgentLocal, ReseedValidation) {
+  std::string good(128, 'a');
+  send(FrameType::reseed, 1, "{nope");
+  EXPECT_EQ(expect_error(1).code, "bad_request");
+  send_json(FrameType::reseed, 2, json::object());
+  EXPECT_EQ(expect_error(2).code, "bad_request");
+  send_json(FrameType::reseed, 3, {{"entropy", std::string(126, 'a')}});
+  EXPECT_EQ(expect_error(3).code, "bad_request");
+  send_json(FrameType::reseed, 4, {{"entropy", std::string(127, 'a') + "x"}});
+  EXPECT_EQ(expect_error(4).code, "bad_request");
+  send_json(FrameType::reseed, 5, {{"entropy", good}, {"realtime_ns", -5}});
+  EXPECT_EQ(expect_error(5).code, "bad_request");
+  send_json(FrameType::reseed, 6, {{"entropy", 12}});
+  EXPECT_EQ(expect_error(6).code, "bad_request");
+  // Local mode leaves the host's RNG and clock alone but still acknowledges.
+  send_json(FrameType::reseed, 7, {{"entropy", good}, {"realtime_ns", 1700000000000000000LL}});
+  Frame f = expect_frame(FrameType::ok, 7);
+  EXPECT_EQ(f.payload, "");
+  expect_alive();
+}
+
+// The same agent with --warm: python execs fork from the zygote.
+class AgentWarm : public AgentLocal {
+ protected:
+  bool warm() const override { return true; }
+
+  void SetUp() override {
+    if (access("/usr/bin/python3", X_OK) != 0) GTEST_SKIP() << "no /usr/bin/python3";
+    AgentLocal::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    ASSERT_TRUE(wait_warm()) << "the python zygote never became ready";
+  }
+
+  // Polls hello until python is listed as warm.
+  bool wait_warm() {
+    auto end = Clock::now() + std::chrono::milliseconds(kWaitMs);
+    while (Clock::now() < end) {
+      send_json(FrameType::hello, 500, {{"version", 1}});
+      Frame f = expect_frame(FrameType::hello, 500);
+      auto h = parse_body<HelloBody>(f.payload);
+      for (const auto& l : h.warm)
+        if (l == "python") return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  }
+
+  ExecOutcome py(uint32_t id, const std::string& code, json extra = json::object()) {
+    extra["language"] = "python";
+    extra["code"] = code;
+    return run(id, extra);
+  }
+
+  // Pids of the agent's children running python (the zygote).
+  std::vector<pid_t> zygote_pids() {
+    std::vector<pid_t> out;
+    for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+      std::string name = e.path().filename();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::ifstream st(e.path() / "stat");
+      std::string line;
+      std::getline(st, line);
+      auto close_paren = line.rfind(')');
+      if (close_paren == std::string::npos) continue;
+      std::istringstream rest(line.substr(close_paren + 2));
+      char state;
+      pid_t ppid = 0;
+      rest >> state >> ppid;
+      if (ppid != pid_) continue;
+      std::ifstream cl(e.path() / "cmdline");
+      std::string cmd((std::istreambuf_iterator<char>(cl)), std::istreambuf_iterator<char>());
+      if (cmd.find("python3") != std::string::npos) out.push_back(std::stoi(name));
+    }
+    return out;
+  }
+};
+
+TEST_F(AgentWarm, OutputExitCodeAndWarmFlag) {
+  auto o = py(1, "import sys\nprint('hi', __name__, sys.argv[0].endswith('main.py'))\n"
+                 "print('uuid' in sys.modules)");
+  ASSERT_TRUE(o.result);
+  EXPECT_EQ(o.out, "hi __main__ True\nTrue\n");
+  EXPECT_EQ(o.err, "");
+  EXPECT_EQ(o.result->exit_code, 0);
+  EXPECT_TRUE(o.result->warm);
+  auto s = run(2, {{"language", "shell"}, {"code", "echo sh"}});
+  ASSERT_TRUE(s.result);
+  EXPECT_EQ(s.out, "sh\n");
+  EXPECT_FALSE(s.result->warm);
+}
+
+TEST_F(AgentWarm, ExceptionPrintsTracebackAndExits1) {
+  auto o = py(1, "def f():\n    1/0\nf()\n");
+  ASSERT_TRUE(o.result);
+  EXPECT_EQ(o.result->exit_code, 1);
+  EXPECT_TRUE(o.result->warm);
+  EXPECT_EQ(o.err.rfind("Traceback (most recent call last):\n  File \"", 0), 0u) << o.err;
+  EXPECT_NE(o.err.find("main.py\", line 3, in <module>"), std::string::npos) << o.err;
+  EXPECT_NE(o.err.find("ZeroDivisionError: division by zero"), std::string::npos) << o.err;
+  EXPECT_EQ(o.err.find("<string>"), std::string::npos) << "zygote frames leak: " << o.err;
+  auto syn = py(2, "1 +\n");
+  ASSERT_TRUE(syn.result);
+  EXPECT_EQ(syn.result->exit_code, 1);
+  EXPECT_NE(syn.err.find("SyntaxError"), std::string::npos) << syn.err;
+}
+
+TEST_F(AgentWarm, SystemExitHonoured) {
+  auto o = py(1, "import sys\nprint('before')\nsys.exit(3)\nprint('after')");
+  ASSERT_TRUE(o.result);
+  EXPECT_EQ(o.out, "before\n");
+  EXPECT_EQ(o.result->exit_code, 3);
+  auto m = py(2, "raise SystemExit('bye')");
+  ASSERT_TRUE(m.result);
+  EXPECT_EQ(m.result->exit_code, 1);
+  EXPECT_EQ(m.err, "bye\n");
+  auto z = py(3, "import atexit\natexit.register(lambda: print('atexit ran'))\nraise SystemExit");
+  ASSERT_TRUE(z.result);
+  EXPECT_EQ(z.result->exit_code, 0);
+  EXPECT_EQ(z.out, "atexit ran\n");
+}
+
+TEST_F(AgentWarm, StdinEnvCwd) {
+  send_json(FrameType::exec, 1,
+            {{"language", "python"}, {"code", "import sys\nprint(sys.stdin.read().upper(), end='')"},
+             {"stdin", true}});
+  send(FrameType::stdin_, 1, "abc\n");
+  send(FrameType::stdin_, 1, "");
+  auto o = collect(1);
+  ASSERT_TRUE(o.result);
+  EXPECT_EQ(o.out, "ABC\n");
+  EXPECT_TRUE(o.result->warm);
+
+  auto e = py(2, "import os\nprint(os.environ['FOO'], os.environ['LANG'], os.getcwd())",
+              {{"env", {{"FOO", "bar"}}}, {"cwd", "/usr"}});
+  ASSERT_TRUE(e.result);
+  EXPECT_EQ(e.out, "bar C.UTF-8 /usr\n");
+  // Nothing carries over from the previous exec's environment.
+  auto n = py(3, "import os\nprint(os.environ.get('FOO'))");
+  ASSERT_TRUE(n.result);
+  EXPECT_EQ(n.out, "None\n");
+  auto bad = py(4, "print(1)", {{"cwd", "/no/such/dir"}});
+  ASSERT_TRUE(bad.error);
+  EXPECT_EQ(bad.error->code, "spawn_failed");
+  expect_alive();
+}
+
+TEST_F(AgentWarm, PythonEnvForcesColdStart) {
+  auto o = py(1, "import sys\nprint(sys.flags.dont_write_bytecode)",
+              {{"env", {{"PYTHONDONTWRITEBYTECODE", "1"}}}});
+  ASSERT_TRUE(o.result);
+  EXPECT_EQ(o.out, "1\n");
+  EXPECT_FALSE(o.result->warm);
+}
+
+TEST_F(AgentWarm, OutputStreamsLive) {
+  send_json(FrameType::exec, 1,
+            {{"language", "python"}, {"code", "import time\nprint('early')\ntime.sleep(60)"},
+             {"timeout_ms", 20000}});
+  // Unbuffered like `python3 -u`: the text may come in several writes, all before the exit.
+  std::string early;
+  while (early.size() < 6) {
+    Frame f = expect_frame(FrameType::stdout_, 1);
+    if (f.type != FrameType::stdout_) break;
+    early += f.payload;
+  }
+  EXPECT_EQ(early, "early\n");
+  send_json(FrameType::kill, 1, {{"signal", 15}});
+  auto o = collect(1);
+  ASSERT_TRUE(o.result);
+  EXPECT_EQ(o.result->signal, 15);
+  EXPECT_TRUE(o.result->warm);
+}
+
+TEST_F(AgentWarm, TimeoutKillsProgramAndItsChildren) {
+  std::string marker = dir_ + "/bg-alive";
+  auto o = py(1,
+              "import subprocess, time\n"
+              "subprocess.Popen(['sh', '-c', 'sleep 2; touch " + marker + "'])\n"
+              "time.sleep(60)",
+              {{"timeout_ms", 500}});
+  ASSERT_TRUE(o.result);
+  EXPECT_TRUE(o.result->timed_out);
+  EXPECT_EQ(o.result->signal, 9);
+  EXPECT_TRUE(o.result->warm);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  EXPECT_FALSE(std::filesystem::exists(marker));
+  // The zygote is unharmed.
+  auto again = py(2, "print(2)");
+  ASSERT_TRUE(again.result);
+  EXPECT_EQ(again.out, "2\n");
+  EXPECT_TRUE(again.result->warm);
+}
+
+TEST_F(AgentWarm, ConsecutiveExecsGetDifferentRandomness) {
+  const std::string code =
+      "import random, os, uuid\nprint(random.random(), os.urandom(16).hex(), uuid.uuid4())";
+  std::set<std::string> seen;
+  for (uint32_t id = 1; id <= 3; ++id) {
+    auto o = py(id, code);
+    ASSERT_TRUE(o.result);
+    EXPECT_TRUE(o.result->warm);
+    EXPECT_EQ(o.result->exit_code, 0) << o.err;
+    std::istringstream in(o.out);
+    std::string r, u, id4;
+    in >> r >> u >> id4;
+    EXPECT_TRUE(seen.insert("r" + r).second) << "random.random() repeated: " << r;
+    EXPECT_TRUE(seen.insert("u" + u).second) << "os.urandom repeated: " << u;
+    EXPECT_TRUE(seen.insert("i" + id4).second) << "uuid4 repeated: " << id4;
+  }
+  // After a reseed (what a restored clone gets), still fresh and still warm.
+  send_json(FrameType::reseed, 10, {{"entropy", std::string(128, '7')}});
+  expect_frame(FrameType::ok, 10);
+  auto o = py(11, code);
+  ASSERT_TRUE(o.result);
+  EXPECT_TRUE(o.result->warm);
+  std::istringstream in(o.out);
+  std::string r;
+  in >> r;
+  EXPECT_TRUE(seen.insert("r" + r).second);
+}
+
+TEST_F(AgentWarm, FallsBackWhenZygoteIsKilledThenRecovers) {
+  auto pids = zygote_pids();
+  ASSERT_EQ(pids.size(), 1u);
+  ASSERT_EQ(kill(pids[0], SIGKILL), 0);
+  // Give the agent a moment to notice (it would also notice on the next request).
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  auto o = py(1, "import sys\nprint('cold', 'uuid' in sys.modules)");
+  ASSERT_TRUE(o.result);
+  EXPECT_EQ(o.out, "cold False\n");
+  EXPECT_EQ(o.result->exit_code, 0);
+  EXPECT_FALSE(o.result->warm);
+  ASSERT_TRUE(wait_warm()) << "zygote was not restarted";
+  auto w = py(2, "print('warm again')");
+  ASSERT_TRUE(w.result);
+  EXPECT_EQ(w.out, "warm again\n");
+  EXPECT_TRUE(w.result->warm);
+  auto now = zygote_pids();
+  ASSERT_EQ(now.size(), 1u);
+  EXPECT_NE(now[0], pids[0]);
+}
+
+TEST_F(AgentWarm, ConcurrentWarmExecs) {
+  constexpr int kN = 6;
+  for (int i = 1; i <= kN; ++i)
+    send_json(FrameType::exec, static_cast<uint32_t>(i),
+              {{"language", "python"},
+               {"code", "import time, sys\ntime.sleep(0.2)\nprint('id" + std::to_string(i) +
+                            "')\nsys.exit(" + std::to_string(i) + ")"}});
+  std::map<uint32_t, std::string> out;
+  std::map<uint32_t, ExecResult> res;
+  while (static_cast<int>(res.size()) < kN) {
+    auto f = recv();
+    ASSERT_TRUE(f) << "timed out with " << res.size() << " exits";
+    ASSERT_NE(f->type, FrameType::error) << f->payload;
+    if (f->type == FrameType::stdout_) out[f->request_id] += f->payload;
+    if (f->type == FrameType::exit) res[f->request_id] = parse_body<ExecResult>(f->payload);
+  }
+  for (int i = 1; i <= kN; ++i) {
+    EXPECT_EQ(out[i], "id" + std::to_string(i) + "\n");
+    EXPECT_EQ(res[i].exit_code, i);
+    EXPECT_TRUE(res[i].warm);
+  }
 }
 
 }  // namespace

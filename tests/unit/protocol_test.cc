@@ -90,8 +90,12 @@ TEST(Protocol, OversizedFrameSkippedAcrossFeeds) {
 TEST(Protocol, TypeNames) {
   EXPECT_EQ(type_name(FrameType::stdin_), "stdin");
   EXPECT_TRUE(is_known_type(10));
+  EXPECT_TRUE(is_known_type(11));
+  EXPECT_TRUE(is_known_type(12));
   EXPECT_FALSE(is_known_type(0));
-  EXPECT_FALSE(is_known_type(11));
+  EXPECT_FALSE(is_known_type(13));
+  EXPECT_EQ(type_name(FrameType::reseed), "reseed");
+  EXPECT_EQ(type_name(FrameType::ok), "ok");
 }
 
 TEST(Protocol, ExecRequestDefaultsAndRoundTrip) {
@@ -144,6 +148,7 @@ TEST(Protocol, ExecResultRoundTrip) {
   r.wall_ms = 12;
   r.cpu_ms = 3;
   r.max_rss_kib = 2048;
+  r.warm = true;
   json j = r;
   EXPECT_TRUE(j["exit_code"].is_null());
   EXPECT_EQ(j["signal"], 9);
@@ -156,6 +161,8 @@ TEST(Protocol, ExecResultRoundTrip) {
   EXPECT_EQ(back.wall_ms, 12u);
   EXPECT_EQ(back.cpu_ms, 3u);
   EXPECT_EQ(back.max_rss_kib, 2048u);
+  EXPECT_TRUE(back.warm);
+  EXPECT_FALSE(json(ExecResult{}).get<ExecResult>().warm);
 }
 
 TEST(Protocol, ErrorAndHelloBodies) {
@@ -167,6 +174,41 @@ TEST(Protocol, ErrorAndHelloBodies) {
   EXPECT_TRUE(h.agent.empty());
   EXPECT_THROW(parse_body<HelloBody>(R"({"version":"1"})"), std::invalid_argument);
   EXPECT_THROW(parse_body<HelloBody>("{}"), std::invalid_argument);
+  EXPECT_TRUE(h.warm.empty());
+  HelloBody w{1, "a", "k", {"python"}};
+  auto hw = parse_body<HelloBody>(json(w).dump());
+  EXPECT_EQ(hw.warm, std::vector<std::string>{"python"});
+}
+
+TEST(Protocol, ReseedBody) {
+  std::string bytes;
+  for (int i = 0; i < 64; ++i) bytes.push_back(static_cast<char>(i * 5 + 200));
+  ReseedBody b{bytes, 1700000000123456789LL};
+  json j = b;
+  EXPECT_EQ(j["entropy"].get<std::string>().size(), 128u);
+  EXPECT_EQ(j["entropy"].get<std::string>().substr(0, 4), "c8cd");
+  auto back = parse_body<ReseedBody>(j.dump());
+  EXPECT_EQ(back.entropy, bytes);
+  EXPECT_EQ(back.realtime_ns, 1700000000123456789LL);
+  // Uppercase hex is fine, the clock is optional.
+  auto up = parse_body<ReseedBody>(json{{"entropy", std::string(128, 'A')}}.dump());
+  EXPECT_EQ(up.entropy, std::string(64, '\xaa'));
+  EXPECT_FALSE(up.realtime_ns);
+  for (const char* bad : {R"({})", R"({"entropy": 5})", R"({"entropy": "abc"})",
+                          R"({"entropy": "zz"})", R"([1])"})
+    EXPECT_THROW(parse_body<ReseedBody>(bad), std::invalid_argument) << bad;
+  EXPECT_THROW(parse_body<ReseedBody>(json{{"entropy", std::string(126, '0')}}.dump()),
+               std::invalid_argument);
+  EXPECT_THROW(parse_body<ReseedBody>(json{{"entropy", std::string(130, '0')}}.dump()),
+               std::invalid_argument);
+  EXPECT_THROW(parse_body<ReseedBody>(json{{"entropy", std::string(127, '0') + "g"}}.dump()),
+               std::invalid_argument);
+  EXPECT_THROW(
+      parse_body<ReseedBody>(json{{"entropy", std::string(128, '0')}, {"realtime_ns", -1}}.dump()),
+      std::invalid_argument);
+  EXPECT_THROW(
+      parse_body<ReseedBody>(json{{"entropy", std::string(128, '0')}, {"realtime_ns", "1"}}.dump()),
+      std::invalid_argument);
 }
 
 }  // namespace
