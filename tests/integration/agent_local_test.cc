@@ -438,7 +438,7 @@ class AgentWarm : public AgentLocal {
     return run(id, extra);
   }
 
-  // Pids of the agent's children running python (the zygote).
+  // Pid of the agent's child that is the python zygote (a list, to catch duplicates).
   std::vector<pid_t> zygote_pids() {
     std::vector<pid_t> out;
     for (const auto& e : std::filesystem::directory_iterator("/proc")) {
@@ -451,9 +451,10 @@ class AgentWarm : public AgentLocal {
       if (close_paren == std::string::npos) continue;
       std::istringstream rest(line.substr(close_paren + 2));
       char state;
-      pid_t ppid = 0;
-      rest >> state >> ppid;
-      if (ppid != pid_) continue;
+      pid_t ppid = 0, pgrp = 0, session = 0;
+      rest >> state >> ppid >> pgrp >> session;
+      // The zygote leads its own session; its pre-forked spare (also our child) does not yet.
+      if (ppid != pid_ || session != std::stoi(name)) continue;
       std::ifstream cl(e.path() / "cmdline");
       std::string cmd((std::istreambuf_iterator<char>(cl)), std::istreambuf_iterator<char>());
       if (cmd.find("python3") != std::string::npos) out.push_back(std::stoi(name));
