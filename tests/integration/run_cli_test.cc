@@ -154,7 +154,10 @@ class RunCliSignalTest : public VialHomeTest {
   std::unique_ptr<CliProcess> start_sleeper() {
     auto p = start_vial({"run", "-l", "shell", "-c", "echo booted; sleep 60"}, options());
     EXPECT_TRUE(wait_for_qemu(home().string() + "/", 120s)) << "no QEMU process appeared";
-    EXPECT_TRUE(p->wait_for_stdout("booted\n", 120s)) << "the program never started";
+    if (!p->wait_for_stdout("booted\n", 120s)) {
+      ADD_FAILURE() << "the program never started: " << p->finish().describe();
+      return p;
+    }
     p->pump_for(1s);
     return p;
   }
