@@ -14,6 +14,7 @@
 
 #include "images/image_store.h"
 #include "sandbox/orphans.h"
+#include "storage/pristine_overlays.h"
 #include "util/error.h"
 #include "util/paths.h"
 #include "util/process.h"
@@ -73,14 +74,10 @@ asio::awaitable<AgentClient::Socket> connect_agent(fs::path socket_path) {
   }
 }
 
+// A copy of the base's pristine overlay (see storage/pristine_overlays.h): ~0.1 ms instead
+// of a qemu-img process.
 fs::path create_overlay(const fs::path& base, const fs::path& overlay) {
-  auto r = run_capture({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base.string(),
-                        overlay.string()},
-                       std::chrono::seconds(60));
-  if (r.exit_code != 0) {
-    throw Error(ErrorKind::unavailable, "qemu-img could not create the disk overlay " + overlay.string() + ": " +
-                                            (r.timed_out ? "timed out" : r.output));
-  }
+  create_overlay_fast(base, overlay);
   return overlay;
 }
 

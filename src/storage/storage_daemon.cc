@@ -1,0 +1,250 @@
+#include "storage/storage_daemon.h"
+
+#include <stdlib.h>
+
+#include <chrono>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <thread>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
+
+#include "qmp/qmp_client.h"
+#include "storage/qcow2.h"
+#include "util/paths.h"
+#include "util/process.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace vial {
+namespace {
+
+constexpr std::chrono::seconds kStartDeadline{10};
+constexpr std::chrono::milliseconds kConnectRetry{1};
+
+// QEMU option values escape a comma by doubling it.
+std::string qemu_opt_escape(const std::string& value) {
+  std::string out;
+  for (char c : value) {
+    out += c;
+    if (c == ',') out += ',';
+  }
+  return out;
+}
+
+fs::path make_run_dir(const fs::path& parent) {
+  ensure_private_dir(parent);
+  std::string templ = (parent / "storage-XXXXXX").string();
+  if (::mkdtemp(templ.data()) == nullptr) throw_errno("cannot create a run dir in " + parent.string(), errno);
+  return templ;
+}
+
+std::string read_tail(const fs::path& file) {
+  std::ifstream in(file);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string text = ss.str();
+  constexpr size_t kTail = 2000;
+  return text.size() > kTail ? text.substr(text.size() - kTail) : text;
+}
+
+// QMP arguments are built in plain functions: GCC 12 rejects braced JSON literals with
+// string literals inside coroutines ("array used as initializer").
+std::string json_string(const json& object, const char* key) {
+  auto it = object.find(key);
+  return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+// The error a concluded job reports in `query-jobs`, empty when it succeeded.
+std::string job_error(const json& jobs, const std::string& job_id) {
+  for (const json& job : jobs) {
+    if (json_string(job, "id") == job_id) return json_string(job, "error");
+  }
+  return {};
+}
+
+json create_args(const std::string& job_id, json options) { return {{"job-id", job_id}, {"options", std::move(options)}}; }
+json id_args(const std::string& job_id) { return {{"id", job_id}}; }
+json node_args(const std::string& node) { return {{"node-name", node}}; }
+json file_options(const fs::path& target) { return {{"driver", "file"}, {"filename", target.string()}, {"size", 0}}; }
+json file_node(const std::string& node, const fs::path& target) {
+  return {{"driver", "file"}, {"node-name", node}, {"filename", target.string()}};
+}
+json qcow2_options(const std::string& node, const BaseImage& base) {
+  return {{"driver", "qcow2"},
+          {"file", node},
+          {"size", base.virtual_size},
+          {"backing-file", base.path.string()},
+          {"backing-fmt", "qcow2"}};
+}
+
+// One blockdev-create job: start it, wait until it concludes, read its error, dismiss it.
+asio::awaitable<void> run_create_job(QmpClient& qmp, std::string job_id, json options) {
+  auto concluded = qmp.watch_event("JOB_STATUS_CHANGE", [job_id](const json& d) {
+    return json_string(d, "id") == job_id && json_string(d, "status") == "concluded";
+  });
+  co_await qmp.execute("blockdev-create", create_args(job_id, std::move(options)));
+  co_await concluded->wait();
+  const json jobs = co_await qmp.execute("query-jobs");
+  const std::string error = job_error(jobs, job_id);
+  co_await qmp.execute("job-dismiss", id_args(job_id));
+  if (!error.empty()) throw StorageDaemonError(error);
+}
+
+// file job -> blockdev-add of that file -> qcow2 job on it -> blockdev-del. Sets `file_made`
+// once the target file exists, so the caller knows to remove it on failure.
+asio::awaitable<void> create_sequence(std::shared_ptr<QmpClient> qmp, BaseImage base, fs::path target,
+                                      std::string tag, bool* file_made) {
+  const std::string node = "vial-node-" + tag;
+  co_await run_create_job(*qmp, "vial-file-" + tag, file_options(target));
+  *file_made = true;
+  co_await qmp->execute("blockdev-add", file_node(node, target));
+  std::exception_ptr failure;
+  try {
+    co_await run_create_job(*qmp, "vial-qcow2-" + tag, qcow2_options(node, base));
+  } catch (...) {
+    failure = std::current_exception();  // can't co_await in a handler: delete the node first
+  }
+  co_await qmp->execute("blockdev-del", node_args(node));
+  if (failure) std::rethrow_exception(failure);
+}
+
+}  // namespace
+
+// The live daemon: process, run dir, and the io_context thread its QMP client lives on.
+class StorageDaemon::Running final {
+ public:
+  explicit Running(const fs::path& parent) : dir(make_run_dir(parent)), socket(dir / "qmp.sock") {}
+  Running(const Running&) = delete;
+  Running& operator=(const Running&) = delete;
+
+  ~Running() {
+    if (qmp) asio::post(io, [c = qmp] { c->close(); });
+    guard.reset();
+    if (thread.joinable()) thread.join();
+    qmp.reset();
+    child.kill_and_reap();
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+
+  void launch() {
+    SpawnOptions opts;
+    opts.output_path = dir / "daemon.log";
+    child = Child::spawn({"qemu-storage-daemon", "--chardev",
+                          "socket,id=qmp,path=" + qemu_opt_escape(socket.string()) + ",server=on,wait=off",
+                          "--monitor", "chardev=qmp"},
+                         opts);
+    thread = std::thread([this] { io.run(); });
+    qmp = call(connect());
+  }
+
+  // Runs `op` on the io thread and waits for it; rethrows what it threw.
+  template <typename T>
+  T call(asio::awaitable<T> op) {
+    return asio::co_spawn(io, std::move(op), asio::use_future).get();
+  }
+
+  const fs::path dir;
+  const fs::path socket;
+  Child child;
+  asio::io_context io;
+  asio::executor_work_guard<asio::io_context::executor_type> guard = asio::make_work_guard(io);
+  std::thread thread;
+  std::shared_ptr<QmpClient> qmp;
+  unsigned next_tag = 0;
+
+ private:
+  // The daemon creates its socket a few ms after it starts: retry until it answers.
+  asio::awaitable<std::shared_ptr<QmpClient>> connect() {
+    asio::steady_timer pause(co_await asio::this_coro::executor);
+    const auto deadline = std::chrono::steady_clock::now() + kStartDeadline;
+    for (;;) {
+      try {
+        co_return co_await QmpClient::connect(socket);
+      } catch (const boost::system::system_error&) {
+      }
+      if (child.try_wait()) {
+        throw StorageDaemonError("qemu-storage-daemon exited at start: " + read_tail(dir / "daemon.log"), {},
+                                 ErrorKind::unavailable);
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        throw StorageDaemonError("qemu-storage-daemon did not open its QMP socket within " +
+                                     std::to_string(kStartDeadline.count()) + " s",
+                                 {}, ErrorKind::timeout);
+      }
+      pause.expires_after(kConnectRetry);
+      co_await pause.async_wait(asio::use_awaitable);
+    }
+  }
+};
+
+StorageDaemon::StorageDaemon(fs::path run_parent)
+    : run_parent_(run_parent.empty() ? run_dir() : fs::absolute(run_parent)) {}
+
+StorageDaemon::~StorageDaemon() { stop(); }
+
+void StorageDaemon::start() {
+  std::lock_guard lock(mutex_);
+  if (running_) return;
+  auto running = std::make_unique<Running>(run_parent_);
+  running->launch();
+  running_ = std::move(running);
+}
+
+void StorageDaemon::stop() noexcept {
+  std::lock_guard lock(mutex_);
+  running_.reset();
+}
+
+bool StorageDaemon::started() const {
+  std::lock_guard lock(mutex_);
+  return running_ != nullptr;
+}
+
+pid_t StorageDaemon::pid() const {
+  std::lock_guard lock(mutex_);
+  return running_ ? running_->child.pid() : 0;
+}
+
+fs::path StorageDaemon::socket_path() const {
+  std::lock_guard lock(mutex_);
+  return running_ ? running_->socket : fs::path();
+}
+
+void StorageDaemon::create_overlay(const fs::path& base, const fs::path& target) {
+  std::unique_lock lock(mutex_);
+  if (!running_) {
+    throw StorageDaemonError("storage daemon not started: call start() before create_overlay()", {},
+                             ErrorKind::internal);
+  }
+  const BaseImage image = inspect_base_image(base);
+  const fs::path target_abs = fs::absolute(target).lexically_normal();
+  bool file_made = false;
+  auto fail = [&](const std::string& why, const std::string& error_class) -> StorageDaemonError {
+    std::error_code ec;
+    if (file_made) fs::remove(target_abs, ec);
+    return StorageDaemonError("Failed to create overlay " + target_abs.string() + ": " + why, error_class);
+  };
+  try {
+    running_->call(create_sequence(running_->qmp, image, target_abs, std::to_string(running_->next_tag++),
+                                   &file_made));
+  } catch (const QmpError& e) {
+    throw fail(e.what(), e.error_class());
+  } catch (const StorageDaemonError& e) {
+    throw fail(e.what(), e.error_class());
+  } catch (const std::exception& e) {
+    throw fail(e.what(), {});
+  }
+}
+
+}  // namespace vial
