@@ -20,6 +20,7 @@ void add_bench_command(CLI::App& app) {
   run->add_option("-l,--language", opts->language, "python, javascript or shell")->capture_default_str();
   run->add_option("-n,--count", opts->count, "Number of runs")->capture_default_str();
   run->add_flag("--json", *json, "Print JSON (the only format; accepted for symmetry)");
+  run->add_flag("--cold", opts->cold, "Boot every VM from scratch instead of restoring the template");
   run->callback([opts] {
     try {
       check_image_language(opts->language);

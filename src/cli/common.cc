@@ -1,6 +1,5 @@
 #include "cli/common.h"
 
-#include <sys/stat.h>
 #include <sys/utsname.h>
 
 #include <cstdio>
@@ -13,6 +12,7 @@
 #include "util/event_loop.h"
 #include "util/paths.h"
 #include "util/process.h"
+#include "vm/qemu_command.h"
 
 namespace vial::cli {
 namespace {
@@ -21,11 +21,7 @@ namespace {
 std::string accel_fingerprint(const ImageInfo* image) {
   struct utsname u {};
   ::uname(&u);
-  std::string fp = std::string(u.release);
-  if (auto qemu = find_program("qemu-system-x86_64")) {
-    struct stat st {};
-    if (::stat(qemu->c_str(), &st) == 0) fp += "|" + std::to_string(st.st_size) + "@" + std::to_string(st.st_mtime);
-  }
+  std::string fp = std::string(u.release) + "|" + qemu_identity();
   if (image) fp += "|" + image->manifest.value(nlohmann::json::json_pointer("/kernel/release"), std::string("?"));
   return fp;
 }
@@ -37,6 +33,7 @@ KvmProbe probe_kvm(const std::string& language) {
   RunOptions options;
   options.accel = {AccelKind::kvm, "probe"};
   options.boot_timeout = std::chrono::seconds(15);
+  options.use_template = false;  // a plain boot is the test; no template for an unproven accelerator
   std::fprintf(stderr, "vial: checking once whether KVM can boot a guest here (cached afterwards)...\n");
   try {
     bool ok = false;

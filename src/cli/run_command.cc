@@ -27,6 +27,7 @@ struct RunArgs {
   std::string cwd;
   bool forward_stdin = false;
   bool json = false;
+  bool cold = false;
 };
 
 void write_all(int fd, std::string_view data) {
@@ -82,6 +83,7 @@ nlohmann::json result_json(const RunResult& r, const Accel& accel) {
           {"stdout_truncated", r.stdout_truncated},
           {"stderr_truncated", r.stderr_truncated},
           {"accel", accel.name()},
+          {"source", r.source},
           {"timing", {{"boot_ms", r.timing.boot_ms}, {"exec_ms", r.timing.exec_ms}, {"total_ms", r.timing.total_ms}}}};
 }
 
@@ -91,6 +93,7 @@ int run(const RunArgs& args) {
     RunOptions options;
     options.accel = choose_accel(request.language, args.json);
     options.collect_output = args.json;
+    options.use_template = !args.cold;
     ExecCallbacks stream;
     if (!args.json) {
       stream.on_stdout = [](std::string_view chunk) { write_all(STDOUT_FILENO, chunk); };
@@ -134,6 +137,7 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("-w,--workdir", args->cwd, "Working directory in the guest");
   cmd->add_flag("-i,--stdin", args->forward_stdin, "Send vial's stdin to the program");
   cmd->add_flag("--json", args->json, "Print one JSON object with output, exit code and timing");
+  cmd->add_flag("--cold", args->cold, "Boot the VM from scratch instead of restoring the image's template snapshot");
   cmd->callback([args] { throw CLI::RuntimeError(run(*args)); });
 }
 

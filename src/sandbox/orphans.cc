@@ -6,40 +6,30 @@
 #include <fstream>
 #include <sstream>
 
+#include "util/process.h"
+#include "vm/vm_process.h"
+
 namespace fs = std::filesystem;
 
 namespace vial {
 namespace {
 
-// Field 22 of /proc/<pid>/stat: the start time in clock ticks since boot; "" if no such pid.
-std::string start_time(int pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  size_t paren = stat.rfind(')');  // the command name may contain spaces
-  if (paren == std::string::npos) return {};
-  std::istringstream rest(stat.substr(paren + 2));
-  std::string field;
-  for (int i = 3; i <= 22 && rest >> field; ++i) {
-  }
-  return field;
-}
-
 bool owner_alive(const fs::path& vm_dir) {
   std::error_code ec;
-  if (!fs::exists(vm_dir / "owner", ec)) {
+  if (!fs::exists(vm_dir / kOwnerFile, ec)) {
     // Its creator may be between mkdir and writing the owner file: give it a minute.
     auto age = fs::file_time_type::clock::now() - fs::last_write_time(vm_dir, ec);
     return !ec && age < std::chrono::minutes(1);
   }
-  std::ifstream in(vm_dir / "owner");
+  std::ifstream in(vm_dir / kOwnerFile);
   int pid = 0;
   std::string started;
   if (!(in >> pid >> started)) return false;
-  return start_time(pid) == started;
+  return process_start_time(pid) == started;
 }
 
 void kill_stale_qemu(const fs::path& vm_dir) {
-  std::ifstream in(vm_dir / "qemu.pid");
+  std::ifstream in(vm_dir / kQemuPidFile);
   int pid = 0;
   if (!(in >> pid) || pid <= 0) return;
   // Only a process whose command line names this VM's folder is ours to kill.
@@ -49,12 +39,6 @@ void kill_stale_qemu(const fs::path& vm_dir) {
 }
 
 }  // namespace
-
-void write_owner(const fs::path& vm_dir) {
-  std::ofstream(vm_dir / "owner") << ::getpid() << " " << start_time(::getpid()) << "\n";
-}
-
-void write_qemu_pid(const fs::path& vm_dir, int pid) { std::ofstream(vm_dir / "qemu.pid") << pid << "\n"; }
 
 int reap_orphans(const fs::path& run_dir, const fs::path& overlays_dir) {
   int reaped = 0;

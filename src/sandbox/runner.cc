@@ -5,13 +5,6 @@
 #include <atomic>
 #include <cstdlib>
 
-#include <boost/asio/experimental/awaitable_operators.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
-#include <boost/asio/redirect_error.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/this_coro.hpp>
-#include <boost/asio/use_awaitable.hpp>
-
 #include "images/image_store.h"
 #include "sandbox/orphans.h"
 #include "storage/pristine_overlays.h"
@@ -19,10 +12,10 @@
 #include "util/paths.h"
 #include "util/process.h"
 #include "vm/host_tsc.h"
-#include "vm/vm_process.h"
+#include "vm/guest_boot.h"
+#include "vm/template.h"
 
 namespace fs = std::filesystem;
-using namespace boost::asio::experimental::awaitable_operators;
 using Clock = std::chrono::steady_clock;
 
 namespace vial {
@@ -40,46 +33,6 @@ std::string next_vm_name() {
   return "vm-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
 }
 
-// Runs `op` unless the deadline passes or QEMU exits first; both of those throw an Error
-// that carries the console tail, so a panic or a hung boot explains itself.
-template <typename T>
-asio::awaitable<T> guarded(asio::awaitable<T> op, VmProcess& vm, std::chrono::milliseconds deadline,
-                           const std::string& what, ErrorKind on_timeout) {
-  auto ex = co_await asio::this_coro::executor;
-  asio::steady_timer timer(ex, deadline);
-  int watch_fd = ::dup(vm.pidfd());
-  if (watch_fd < 0) throw_errno("dup pidfd", errno);
-  asio::posix::stream_descriptor exit_watch(ex, watch_fd);
-  auto outcome = co_await (std::move(op) || timer.async_wait(asio::use_awaitable) ||
-                           exit_watch.async_wait(asio::posix::descriptor_base::wait_read, asio::use_awaitable));
-  if (outcome.index() == 0) co_return std::get<0>(std::move(outcome));
-  if (outcome.index() == 1) {
-    auto secs = std::chrono::duration_cast<std::chrono::seconds>(deadline).count();
-    throw Error(on_timeout, vm.describe_failure(what + ": no answer within " + std::to_string(secs) + " s"));
-  }
-  throw Error(ErrorKind::boot_failed, vm.describe_failure(what + ": the VM stopped"));
-}
-
-// QEMU creates the listening socket a few ms after it starts; retry until it is there.
-asio::awaitable<AgentClient::Socket> connect_agent(fs::path socket_path) {
-  auto ex = co_await asio::this_coro::executor;
-  asio::steady_timer pause(ex);
-  for (;;) {
-    AgentClient::Socket socket(ex);
-    boost::system::error_code ec;
-    co_await socket.async_connect({socket_path.string()}, asio::redirect_error(asio::use_awaitable, ec));
-    if (!ec) co_return socket;
-    pause.expires_after(std::chrono::milliseconds(2));
-    co_await pause.async_wait(asio::use_awaitable);
-  }
-}
-
-// A copy of the base's pristine overlay (see storage/pristine_overlays.h): ~0.1 ms instead
-// of a qemu-img process.
-fs::path create_overlay(const fs::path& base, const fs::path& overlay) {
-  create_overlay_fast(base, overlay);
-  return overlay;
-}
 
 // Removes what it holds unless released: covers the window before VmProcess owns the files.
 struct PendingFiles {
@@ -89,6 +42,19 @@ struct PendingFiles {
     for (const auto& p : paths) fs::remove_all(p, ec);
   }
 };
+
+// What a template of this image depends on: the image's files, QEMU, the VM's shape.
+TemplateSpec template_spec(const ImageInfo& image, const VmConfig& config) {
+  TemplateSpec spec;
+  spec.name = image.language;
+  spec.key = image.manifest.value("files", nlohmann::json::object()).dump() + "|" + qemu_identity() + "|" +
+             std::to_string(config.vcpus);
+  spec.boot = config;
+  spec.base_disk = image.rootfs;
+  spec.warm_up.language = image.language;
+  spec.warm_up.code = print_one_code(image.language);
+  return spec;
+}
 
 agent::ExecRequest to_exec_request(const RunRequest& r) {
   agent::ExecRequest e;
@@ -149,13 +115,11 @@ asio::awaitable<RunResult> run_once(const RunRequest& request, const RunOptions&
   reap_orphans(run_dir(), overlays_dir());
 
   const std::string name = next_vm_name();
-  PendingFiles pending;
+  PendingFiles pending;  // until a VmProcess owns them
   const fs::path vm_dir = run_dir() / name;
   const fs::path overlay = overlays_dir() / (name + ".qcow2");
   pending.paths = {vm_dir, overlay};
   ensure_private_dir(vm_dir);
-  write_owner(vm_dir);
-  create_overlay(image.rootfs, overlay);
 
   VmConfig config;
   config.accel = options.accel;
@@ -167,23 +131,26 @@ asio::awaitable<RunResult> run_once(const RunRequest& request, const RunOptions&
   config.console_log = vm_dir / "console.log";
   config.memory_mib = request.memory_mib;
   if (options.accel.kind == AccelKind::tcg) config.tsc_khz = host_tsc_khz();
-  auto vm = VmProcess::launch(config, vm_dir, {overlay});
-  pending.paths.clear();
-  write_qemu_pid(vm_dir, vm->pid());
-
   const auto boot_timeout = options.boot_timeout.count() > 0 ? options.boot_timeout
                                                                : default_boot_timeout(options.accel);
-  const auto boot_deadline = Clock::now() + boot_timeout;
-  auto remaining = [&] {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(boot_deadline - Clock::now());
-  };
-  auto socket = co_await guarded(connect_agent(config.agent_socket), *vm, remaining(),
-                                 "waiting for QEMU to start", ErrorKind::boot_failed);
-  auto client = AgentClient::create(std::move(socket));
-  co_await guarded(client->hello(), *vm, remaining(), "waiting for the guest agent to boot",
-                   ErrorKind::boot_failed);
 
   RunResult result;
+  RunningVm vm;
+  // A named vector: GCC 12 miscompiles initializer lists inside co_await expressions.
+  std::vector<fs::path> owned_by_vm = {overlay};
+  if (options.use_template) {
+    TemplateSpec spec = template_spec(image, config);
+    Template tpl = co_await ensure_template(templates_dir(), run_dir(), spec, boot_timeout);
+    create_overlay_fast(tpl.disk, overlay);
+    vm = co_await restore_clone(tpl, config, vm_dir, std::move(owned_by_vm), boot_timeout);
+    co_await guarded(vm.agent->reseed(), *vm.process, boot_timeout, "reseeding the clone", ErrorKind::boot_failed);
+    result.source = "template";
+  } else {
+    create_overlay_fast(image.rootfs, overlay);
+    vm = co_await boot_vm(config, vm_dir, std::move(owned_by_vm), boot_timeout);
+    result.source = "cold";
+  }
+  auto client = vm.agent;
   result.timing.boot_ms = ms_since(start);
   const auto exec_start = Clock::now();
   ExecCallbacks sinks;
@@ -196,7 +163,7 @@ asio::awaitable<RunResult> run_once(const RunRequest& request, const RunOptions&
     if (stream.on_stderr) stream.on_stderr(chunk);
   };
   agent::ExecResult exit = co_await guarded(client->exec(to_exec_request(request), sinks, request.stdin_data),
-                                            *vm, request.timeout + kExecGrace, "waiting for the program",
+                                            *vm.process, request.timeout + kExecGrace, "waiting for the program",
                                             ErrorKind::timeout);
   result.timing.exec_ms = ms_since(exec_start);
 
@@ -212,7 +179,7 @@ asio::awaitable<RunResult> run_once(const RunRequest& request, const RunOptions&
     result.exit_code = 128 + exit.signal.value_or(0);
   }
   client->close();
-  vm->destroy();
+  vm.process->destroy();
   result.timing.total_ms = ms_since(start);
   co_return result;
 }

@@ -36,7 +36,7 @@ struct RunRequest {
 void validate(const RunRequest& request);
 
 struct RunTiming {
-  double boot_ms = 0;  // QEMU start to agent ready
+  double boot_ms = 0;  // start to agent ready (boot or restore, and any template build)
   double exec_ms = 0;  // exec sent to exit received
   double total_ms = 0;
 };
@@ -51,6 +51,7 @@ struct RunResult {
   bool stdout_truncated = false;
   bool stderr_truncated = false;
   RunTiming timing;
+  std::string source;  // "template" (restored from a snapshot) or "cold" (booted)
 };
 
 struct RunOptions {
@@ -59,6 +60,8 @@ struct RunOptions {
   std::chrono::milliseconds boot_timeout{0};
   // Keep stdout/stderr in the result (off when streaming to a terminal only).
   bool collect_output = true;
+  // Start from a template snapshot of the image (built on first use); false: cold boot.
+  bool use_template = true;
 };
 
 // Boots, runs and destroys one sandbox. Failures of vial (no image, boot failure) throw Error;

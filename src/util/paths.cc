@@ -34,6 +34,7 @@ fs::path images_dir() { return vial_home() / "images"; }
 fs::path run_dir() { return vial_home() / "run"; }
 fs::path overlays_dir() { return vial_home() / "overlays"; }
 fs::path cache_dir() { return vial_home() / "cache"; }
+fs::path templates_dir() { return vial_home() / "templates"; }
 
 fs::path self_dir() {
   std::error_code ec;

@@ -12,6 +12,7 @@ std::filesystem::path images_dir();    // vial_home()/images
 std::filesystem::path run_dir();       // vial_home()/run: one folder per live VM
 std::filesystem::path overlays_dir();  // vial_home()/overlays
 std::filesystem::path cache_dir();     // vial_home()/cache
+std::filesystem::path templates_dir(); // vial_home()/templates
 
 // The directory holding the running `vial` binary.
 std::filesystem::path self_dir();

@@ -8,9 +8,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <utility>
 
 #include "util/error.h"
@@ -37,9 +40,15 @@ int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pi
     ::dup2(out_fd >= 0 ? out_fd : ::open("/dev/null", O_WRONLY), 1);
     ::dup2(1, 2);
   }
+  // Every fd here is O_CLOEXEC, so only these survive exec. Each is first moved above the
+  // target range so that placing one can't clobber another.
+  int high[16];
+  const size_t n = std::min<size_t>(options.pass_fds.size(), 16);
+  for (size_t i = 0; i < n; ++i) high[i] = ::fcntl(options.pass_fds[i], F_DUPFD_CLOEXEC, 100);
+  for (size_t i = 0; i < n; ++i) ::dup2(high[i], static_cast<int>(3 + i));  // dup2 clears CLOEXEC
   ::execvp(argv[0], argv.data());
   int err = errno;
-  [[maybe_unused]] auto n = ::write(err_pipe, &err, sizeof err);
+  [[maybe_unused]] auto written = ::write(err_pipe, &err, sizeof err);
   ::_exit(127);
 }
 
@@ -205,6 +214,18 @@ std::optional<fs::path> find_program(const std::string& name) {
     start = end + 1;
   }
   return std::nullopt;
+}
+
+std::string process_start_time(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t paren = stat.rfind(')');  // the command name may contain spaces and parentheses
+  if (paren == std::string::npos) return {};
+  std::istringstream rest(stat.substr(paren + 2));
+  std::string field;
+  for (int i = 3; i <= 22 && rest >> field; ++i) {
+  }
+  return field;
 }
 
 int shell_exit_code(int wait_status) {

@@ -19,6 +19,8 @@ struct SpawnOptions {
   int output_fd = -1;
   // Keep vial's stdout/stderr (for tools whose progress the user should see).
   bool inherit_stdio = false;
+  // Open fds the child receives as 3, 4, ... in this order (at most 16; e.g. a migration stream).
+  std::vector<int> pass_fds;
   // Own process group, so a Ctrl-C at the terminal reaches vial, which then tears down in order.
   bool new_process_group = true;
 };
@@ -67,6 +69,10 @@ CaptureResult run_capture(const std::vector<std::string>& argv, std::chrono::mil
 
 // True if an executable named `name` is on PATH (or `name` is an executable path).
 std::optional<std::filesystem::path> find_program(const std::string& name);
+
+// The start time of `pid` (field 22 of /proc/<pid>/stat); empty if there is no such process.
+// With the pid it identifies a process even after its pid is reused.
+std::string process_start_time(int pid);
 
 // Exit code of a wait status the way a shell reports it (128+signal for a signal).
 int shell_exit_code(int wait_status);

@@ -9,6 +9,9 @@
 
 #include "util/error.h"
 
+#include <sys/random.h>
+#include <time.h>
+
 namespace vial {
 
 using agent::Frame;
@@ -146,6 +149,20 @@ asio::awaitable<agent::HelloBody> AgentClient::hello() {
 asio::awaitable<void> AgentClient::ping() {
   Pending req = open_request();
   send(FrameType::ping, req.id, {});
+  co_await receive(*req.channel);
+}
+
+asio::awaitable<void> AgentClient::reseed() {
+  agent::ReseedBody body;
+  body.entropy.resize(agent::kReseedEntropyBytes);
+  if (::getrandom(body.entropy.data(), body.entropy.size(), 0) != static_cast<ssize_t>(body.entropy.size())) {
+    throw_errno("getrandom", errno);
+  }
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  body.realtime_ns = static_cast<int64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
+  Pending req = open_request();
+  send(FrameType::reseed, req.id, nlohmann::json(body).dump());
   co_await receive(*req.channel);
 }
 

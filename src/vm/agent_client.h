@@ -40,6 +40,9 @@ class AgentClient final : public std::enable_shared_from_this<AgentClient> {
   // Opens the channel; returns the guest's hello. Throws Error on a version mismatch.
   asio::awaitable<agent::HelloBody> hello();
   asio::awaitable<void> ping();
+  // After a snapshot restore: fresh entropy for the guest's kernel and interpreters, and the
+  // right time. Clones of one template must never share random state.
+  asio::awaitable<void> reseed();
   // Runs one program; output arrives through callbacks as it is produced. stdin_data, when
   // set, is sent and then closed. Cancel the awaitable to stop waiting (the guest keeps the
   // program until its own timeout: send kill() first if it must die now).

@@ -1,6 +1,9 @@
 #include "vm/qemu_command.h"
 
+#include <sys/stat.h>
+
 #include "util/error.h"
+#include "util/process.h"
 
 namespace vial {
 namespace {
@@ -16,6 +19,13 @@ std::string opt_path(const std::filesystem::path& p) {
 }
 
 }  // namespace
+
+std::string qemu_identity(const std::string& binary) {
+  auto path = find_program(binary);
+  struct stat st {};
+  if (!path || ::stat(path->c_str(), &st) != 0) return {};
+  return path->string() + " " + std::to_string(st.st_size) + " " + std::to_string(st.st_mtime);
+}
 
 std::string kernel_cmdline(const VmConfig& c) {
   // quiet/loglevel: every console byte is a slow emulated UART write under TCG.
@@ -48,14 +58,15 @@ std::vector<std::string> build_qemu_argv(const VmConfig& c) {
   std::vector<std::string> argv = {
       c.qemu_binary,
       "-name", c.name.empty() ? "vial" : c.name,
-      "-M", "microvm",
+      "-M", c.memory_file.empty() ? "microvm" : "microvm,memory-backend=mem",
       "-accel", kvm ? "kvm" : "tcg,thread=multi,tb-size=" + std::to_string(kTcgTranslationCacheMib),
       "-cpu", kvm ? "host" : "max",
       "-m", std::to_string(c.memory_mib),
       "-smp", std::to_string(c.vcpus),
       "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
       // QEMU's own seccomp filter: no exec, no privilege changes, no obsolete syscalls.
-      "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+      "-sandbox", std::string("on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny") +
+                      (c.allow_spawn ? "" : ",spawn=deny"),
       "-kernel", c.kernel.string(),
       "-initrd", c.initramfs.string(),
       "-append", kernel_cmdline(c),
@@ -69,6 +80,15 @@ std::vector<std::string> build_qemu_argv(const VmConfig& c) {
       // No network device at all: the guest only has lo.
       "-nic", "none",
   };
+  if (!c.memory_file.empty()) {
+    argv.insert(argv.end(), {"-object", "memory-backend-file,id=mem,size=" + std::to_string(c.memory_mib) +
+                                            "M,mem-path=" + opt_path(c.memory_file) +
+                                            (c.memory_shared ? ",share=on" : ",share=off")});
+  }
+  if (!c.qmp_socket.empty()) {
+    argv.insert(argv.end(), {"-qmp", "unix:" + opt_path(c.qmp_socket) + ",server=on,wait=off"});
+  }
+  if (c.incoming) argv.insert(argv.end(), {"-incoming", "defer"});
   return argv;
 }
 

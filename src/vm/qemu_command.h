@@ -25,9 +25,25 @@ struct VmConfig {
   unsigned memory_mib = kDefaultMemoryMib;
   unsigned vcpus = 1;
   std::string qemu_binary = "qemu-system-x86_64";
+  // Guest RAM in this file instead of anonymous memory (templates and their clones).
+  // Shared: writes go to the file (the template). Private: copy-on-write (clones), so many
+  // clones share the file's page cache and never see each other's writes.
+  std::filesystem::path memory_file;
+  bool memory_shared = false;
+  // QMP control socket (QEMU listens); empty for none.
+  std::filesystem::path qmp_socket;
+  // Start paused, waiting for QMP `migrate-incoming` (clones restored from a template).
+  bool incoming = false;
+  // Let QEMU spawn processes: only for template VMs, which save with `migrate exec:`.
+  // IMPORTANT: never for a VM that has run user code.
+  bool allow_spawn = false;
   // Host TSC rate for TCG guests (see host_tsc.h); 0 lets the guest calibrate.
   uint64_t tsc_khz = 0;
 };
+
+// Identifies an installed QEMU build ("path size mtime") without running it: part of every
+// cache key that QEMU's behaviour invalidates (KVM verdicts, templates). Empty if not found.
+std::string qemu_identity(const std::string& binary = "qemu-system-x86_64");
 
 // Kernel command line: quiet boot straight into the agent; a panic ends the VM at once.
 std::string kernel_cmdline(const VmConfig& config);

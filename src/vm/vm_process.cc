@@ -1,6 +1,7 @@
 #include "vm/vm_process.h"
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <sstream>
@@ -30,16 +31,25 @@ std::string tail_file(const fs::path& path, size_t lines) {
   return (pos == std::string::npos || pos == 0) ? data : data.substr(pos + 1);
 }
 
+void write_owner(const fs::path& vm_dir) {
+  std::ofstream(vm_dir / kOwnerFile) << ::getpid() << " " << process_start_time(::getpid()) << "\n";
+}
+
+void write_qemu_pid(const fs::path& vm_dir, pid_t pid) { std::ofstream(vm_dir / kQemuPidFile) << pid << "\n"; }
+
 VmProcess::VmProcess(VmConfig config, fs::path vm_dir, std::vector<fs::path> owned)
     : config_(std::move(config)), vm_dir_(std::move(vm_dir)), owned_files_(std::move(owned)) {}
 
 std::unique_ptr<VmProcess> VmProcess::launch(const VmConfig& config, fs::path vm_dir,
-                                             std::vector<fs::path> owned_files) {
+                                             std::vector<fs::path> owned_files, std::vector<int> pass_fds) {
   std::unique_ptr<VmProcess> vm(new VmProcess(config, std::move(vm_dir), std::move(owned_files)));
+  write_owner(vm->vm_dir_);
   std::vector<std::string> argv = build_qemu_argv(config);
   SpawnOptions opts;
   opts.output_path = vm->vm_dir_ / "qemu.log";
+  opts.pass_fds = std::move(pass_fds);
   vm->qemu_ = Child::spawn(argv, opts);
+  write_qemu_pid(vm->vm_dir_, vm->qemu_.pid());
   return vm;
 }
 

@@ -12,12 +12,23 @@
 
 namespace vial {
 
+// Inside a VM's folder, for the orphan reaper of a later vial: QEMU's pid, and the owning
+// process as "pid start_time" (so a reused pid can't pass for the owner).
+inline constexpr const char* kQemuPidFile = "qemu.pid";
+inline constexpr const char* kOwnerFile = "owner";
+
+// Write those two files (VmProcess::launch does; exposed for tests).
+void write_owner(const std::filesystem::path& vm_dir);
+void write_qemu_pid(const std::filesystem::path& vm_dir, pid_t pid);
+
 class VmProcess final {
  public:
   // Starts QEMU for `config`. `vm_dir` holds the VM's sockets and logs and is removed with it;
-  // `owned_files` (e.g. its overlay disk) are removed too. Throws Error when QEMU can't start.
+  // `owned_files` (e.g. its overlay disk) are removed too. `pass_fds` reach QEMU as fd 3, 4...
+  // Throws Error when QEMU can't start.
   static std::unique_ptr<VmProcess> launch(const VmConfig& config, std::filesystem::path vm_dir,
-                                           std::vector<std::filesystem::path> owned_files);
+                                           std::vector<std::filesystem::path> owned_files,
+                                           std::vector<int> pass_fds = {});
 
   VmProcess(const VmProcess&) = delete;
   VmProcess& operator=(const VmProcess&) = delete;
@@ -36,6 +47,8 @@ class VmProcess final {
 
   // Kills QEMU (no guest cooperation needed: the VM is throwaway) and removes its files.
   void destroy();
+  // Blocks until QEMU exits by itself (after a QMP `quit`); returns its wait status.
+  int wait_exit() { return qemu_.wait(); }
 
  private:
   VmProcess(VmConfig config, std::filesystem::path vm_dir, std::vector<std::filesystem::path> owned);

@@ -1,0 +1,73 @@
+// Bringing a VM to "agent ready": launch QEMU, connect to its agent socket, say hello — each
+// wait bounded by a deadline that also notices QEMU dying, so a panic or a hung boot fails
+// fast with the console tail in the message.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "util/error.h"
+#include "vm/agent_client.h"
+#include "vm/vm_process.h"
+
+namespace vial {
+
+// A VM whose agent has answered hello.
+struct RunningVm {
+  std::unique_ptr<VmProcess> process;
+  std::shared_ptr<AgentClient> agent;
+};
+
+// Runs `op` unless `deadline` passes (Error(on_timeout)) or QEMU exits (Error(boot_failed));
+// both errors carry the console tail.
+template <typename T>
+asio::awaitable<T> guarded(asio::awaitable<T> op, VmProcess& vm, std::chrono::milliseconds deadline,
+                           const std::string& what, ErrorKind on_timeout) {
+  using namespace boost::asio::experimental::awaitable_operators;
+  auto ex = co_await asio::this_coro::executor;
+  asio::steady_timer timer(ex, deadline);
+  int watch_fd = ::dup(vm.pidfd());
+  if (watch_fd < 0) throw_errno("dup pidfd", errno);
+  asio::posix::stream_descriptor exit_watch(ex, watch_fd);
+  auto outcome = co_await (std::move(op) || timer.async_wait(asio::use_awaitable) ||
+                           exit_watch.async_wait(asio::posix::descriptor_base::wait_read, asio::use_awaitable));
+  if (outcome.index() == 0) {
+    if constexpr (std::is_void_v<T>) {
+      co_return;
+    } else {
+      co_return std::get<0>(std::move(outcome));
+    }
+  }
+  if (outcome.index() == 1) {
+    auto secs = std::chrono::duration_cast<std::chrono::seconds>(deadline).count();
+    throw Error(on_timeout, vm.describe_failure(what + ": no answer within " + std::to_string(secs) + " s"));
+  }
+  throw Error(ErrorKind::boot_failed, vm.describe_failure(what + ": the VM stopped"));
+}
+
+// Connects to a unix socket QEMU is about to create, retrying every 2 ms (bound it with guarded()).
+asio::awaitable<AgentClient::Socket> connect_when_listening(std::filesystem::path socket_path);
+
+// Connects to the VM's agent socket and completes hello before `deadline`.
+asio::awaitable<std::shared_ptr<AgentClient>> connect_agent(VmProcess& vm, std::chrono::steady_clock::time_point deadline);
+
+// Launches QEMU for `config` and waits for its agent (see VmProcess::launch for the arguments).
+asio::awaitable<RunningVm> boot_vm(const VmConfig& config, std::filesystem::path vm_dir,
+                                   std::vector<std::filesystem::path> owned_files,
+                                   std::chrono::milliseconds boot_timeout);
+
+// Time left until `deadline`, never negative.
+std::chrono::milliseconds time_left(std::chrono::steady_clock::time_point deadline);
+
+}  // namespace vial

@@ -1,0 +1,235 @@
+#include "vm/template.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+
+#include <boost/asio/steady_timer.hpp>
+
+#include "qmp/qmp_client.h"
+#include "storage/pristine_overlays.h"
+#include "util/paths.h"
+
+namespace fs = std::filesystem;
+
+namespace vial {
+namespace {
+
+constexpr const char* kReadyFile = "ready";
+constexpr std::chrono::milliseconds kPoll{2};
+
+// Owns an fd; closes it on scope exit.
+struct UniqueFd {
+  int fd = -1;
+  explicit UniqueFd(int f) : fd(f) {}
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  ~UniqueFd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+Template paths_in(const fs::path& dir) { return {dir, dir / "memory", dir / "state", dir / "disk.qcow2"}; }
+
+bool complete(const Template& t) {
+  std::error_code ec;
+  return fs::exists(t.dir / kReadyFile, ec) && fs::exists(t.memory, ec) && fs::exists(t.state, ec) &&
+         fs::exists(t.disk, ec);
+}
+
+std::string unique_suffix() {
+  static std::atomic<unsigned> counter{0};
+  return std::to_string(::getpid()) + "-" + std::to_string(counter++);
+}
+
+asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
+  asio::steady_timer t(co_await asio::this_coro::executor, d);
+  co_await t.async_wait(asio::use_awaitable);
+}
+
+// QEMU listens on its QMP socket a few ms after it starts.
+asio::awaitable<std::shared_ptr<QmpClient>> connect_qmp(fs::path socket) {
+  for (;;) {
+    try {
+      co_return co_await QmpClient::connect(socket);
+    } catch (const boost::system::system_error&) {
+    }
+    co_await sleep_for(kPoll);
+  }
+}
+
+// Polls query-migrate until the migration (either direction) has completed.
+asio::awaitable<void> wait_migration(QmpClient& qmp) {
+  for (;;) {
+    auto info = co_await qmp.execute("query-migrate");
+    std::string status = info.value("status", "");
+    if (status == "completed") co_return;
+    if (status == "failed" || status == "cancelled") {
+      throw Error(ErrorKind::internal, "template migration " + status + ": " + info.value("error-desc", "no reason given"));
+    }
+    co_await sleep_for(kPoll);
+  }
+}
+
+// The agent starts its warm interpreters after boot; a template must contain a ready one.
+asio::awaitable<void> wait_warm_interpreter(AgentClient& agent, const std::string& language) {
+  if (language == "shell") co_return;  // bash starts fast: no warm interpreter
+  for (;;) {
+    auto hello = co_await agent.hello();
+    if (std::find(hello.warm.begin(), hello.warm.end(), language) != hello.warm.end()) co_return;
+    co_await sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+asio::awaitable<void> enable_ignore_shared(QmpClient& qmp) {
+  nlohmann::json cap = {{"capability", "x-ignore-shared"}, {"state", true}};
+  nlohmann::json args = {{"capabilities", nlohmann::json::array({cap})}};
+  co_await qmp.execute("migrate-set-capabilities", std::move(args));
+}
+
+// Boots the template VM, warms it up, saves memory + state + disk into `dir`.
+asio::awaitable<void> build_template(const fs::path& dir, const fs::path& run_root, const TemplateSpec& spec,
+                                     std::chrono::milliseconds boot_timeout) {
+  const Template t = paths_in(dir);
+  create_overlay_fast(spec.base_disk, t.disk);
+
+  const fs::path vm_dir = run_root / ("vm-template-" + unique_suffix());
+  ensure_private_dir(vm_dir);
+  VmConfig config = spec.boot;
+  config.name = "vial-template-" + spec.name;
+  config.root_disk = t.disk;
+  config.memory_file = t.memory;
+  config.memory_shared = true;
+  config.allow_spawn = true;  // for `migrate exec:`; this VM never runs user code
+  config.qmp_socket = vm_dir / "qmp.sock";
+  config.agent_socket = vm_dir / "agent.sock";
+  config.console_log = vm_dir / "console.log";
+  RunningVm vm = co_await boot_vm(config, vm_dir, {}, boot_timeout);
+  VmProcess& process = *vm.process;
+
+  const auto deadline = std::chrono::steady_clock::now() + boot_timeout;
+  co_await guarded(wait_warm_interpreter(*vm.agent, spec.warm_up.language), process, time_left(deadline),
+                   "waiting for the warm interpreter", ErrorKind::boot_failed);
+  auto warm = co_await guarded(vm.agent->exec(spec.warm_up, {}), process, time_left(deadline),
+                               "warming up the template", ErrorKind::boot_failed);
+  if (warm.exit_code != 0) {
+    throw Error(ErrorKind::boot_failed, process.describe_failure("the template's warm-up program failed"));
+  }
+
+  auto qmp = co_await guarded(connect_qmp(config.qmp_socket), process, time_left(deadline), "connecting to QMP",
+                              ErrorKind::boot_failed);
+  co_await qmp->execute("stop");
+  co_await enable_ignore_shared(*qmp);
+  // RAM stays in the shared memory file; only device state goes through the pipe.
+  nlohmann::json migrate = {{"uri", "exec:cat > '" + t.state.string() + "'"}};
+  co_await qmp->execute("migrate", std::move(migrate));
+  co_await guarded(wait_migration(*qmp), process, time_left(deadline), "saving the template", ErrorKind::timeout);
+  try {
+    co_await qmp->execute("quit", nullptr, std::chrono::seconds(5));
+  } catch (const std::exception&) {
+    // QEMU may close the socket before answering quit.
+  }
+  process.wait_exit();  // quit flushes the disk; QEMU exits within milliseconds
+  process.destroy();
+
+  for (const auto& f : {t.memory, t.state, t.disk}) ::chmod(f.c_str(), 0444);
+  std::ofstream(dir / kReadyFile) << spec.key << "\n";
+}
+
+}  // namespace
+
+std::string stable_hash(const std::string& text) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : text) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  char out[17];
+  std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(h));
+  return out;
+}
+
+asio::awaitable<Template> ensure_template(const fs::path& root, const fs::path& run_root, const TemplateSpec& spec,
+                                          std::chrono::milliseconds boot_timeout) {
+  const std::string prefix = spec.name + "-" + std::to_string(spec.boot.memory_mib) + "M-" + spec.boot.accel.name() + "-";
+  const std::string id = prefix + stable_hash(std::to_string(kTemplateFormat) + "|" + spec.key);
+  const Template t = paths_in(root / id);
+  if (complete(t)) co_return t;
+
+  ensure_private_dir(root);
+  // One builder per template across processes; the others wait and then reuse its work.
+  UniqueFd lock(::open((root / (id + ".lock")).c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600));
+  if (lock.fd < 0) throw_errno("cannot create the template lock in " + root.string(), errno);
+  const auto give_up = std::chrono::steady_clock::now() + 2 * boot_timeout;
+  while (::flock(lock.fd, LOCK_EX | LOCK_NB) != 0) {
+    if (std::chrono::steady_clock::now() > give_up) {
+      throw Error(ErrorKind::timeout, "another vial has been building the template " + id + " for too long");
+    }
+    co_await sleep_for(std::chrono::milliseconds(50));
+  }
+  if (complete(t)) co_return t;
+
+  const fs::path building = root / (id + ".tmp");
+  std::error_code ec;
+  fs::remove_all(building, ec);  // a dead builder's leftovers: we hold the lock
+  ensure_private_dir(building);
+  std::fprintf(stderr, "vial: building the %s template (once; later runs start from it)...\n", spec.name.c_str());
+  try {
+    co_await build_template(building, run_root, spec, boot_timeout);
+  } catch (...) {
+    fs::remove_all(building, ec);
+    throw;
+  }
+  fs::rename(building, t.dir, ec);
+  if (ec) throw Error(ErrorKind::internal, "cannot install template " + t.dir.string() + ": " + ec.message());
+  prune_templates(root, prefix, t.dir);
+  co_return t;
+}
+
+asio::awaitable<RunningVm> restore_clone(const Template& tpl, VmConfig config, fs::path vm_dir,
+                                         std::vector<fs::path> owned_files, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  config.memory_file = tpl.memory;
+  config.memory_shared = false;
+  config.incoming = true;
+  config.qmp_socket = vm_dir / "qmp.sock";
+  UniqueFd state(::open(tpl.state.c_str(), O_RDONLY | O_CLOEXEC));
+  if (state.fd < 0) throw_errno("cannot open template state " + tpl.state.string(), errno);
+
+  RunningVm vm;
+  vm.process = VmProcess::launch(config, std::move(vm_dir), std::move(owned_files), {state.fd});
+  VmProcess& process = *vm.process;
+  auto qmp = co_await guarded(connect_qmp(config.qmp_socket), process, time_left(deadline), "connecting to QMP",
+                              ErrorKind::boot_failed);
+  co_await enable_ignore_shared(*qmp);
+  nlohmann::json incoming = {{"uri", "fd:3"}};  // the state file, inherited as fd 3
+  co_await qmp->execute("migrate-incoming", std::move(incoming));
+  co_await guarded(wait_migration(*qmp), process, time_left(deadline), "restoring the template",
+                   ErrorKind::boot_failed);
+  co_await qmp->execute("cont");
+  qmp->close();
+  vm.agent = co_await connect_agent(process, deadline);
+  co_return vm;
+}
+
+void prune_templates(const fs::path& root, const std::string& prefix, const fs::path& keep) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(root, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.path() == keep || name.rfind(prefix, 0) != 0 || entry.path().extension() == ".lock") continue;
+    // Skip one being built: its lock is held.
+    fs::path lock_path = root / (entry.path().stem().string() + ".lock");
+    UniqueFd lock(::open(lock_path.c_str(), O_RDWR | O_CLOEXEC));
+    if (lock.fd >= 0 && ::flock(lock.fd, LOCK_EX | LOCK_NB) != 0) continue;
+    fs::remove_all(entry.path(), ec);
+    fs::remove(lock_path, ec);
+  }
+}
+
+}  // namespace vial
