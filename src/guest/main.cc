@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <string>
 
@@ -109,6 +110,15 @@ int serve_unix(const char* path, bool warm) {
   }
 }
 
+bool kernel_cmdline_has(const std::string& word) {
+  std::ifstream in("/proc/cmdline");
+  std::string w;
+  while (in >> w) {
+    if (w == word) return true;
+  }
+  return false;
+}
+
 [[noreturn]] void run_as_init() {
   int port = boot_as_init();
   static Cgroups cgroups;
@@ -118,10 +128,14 @@ int serve_unix(const char* path, bool warm) {
   cfg.code_dir = "/run/vial";
   cfg.cgroups = &cgroups;
   cfg.system = true;
-  static WarmInterpreters interpreters(/*drop_privileges=*/true, /*quiet=*/true);
   Server server(cfg);
-  interpreters.start_all();
-  server.set_warm(&interpreters);
+  // The host turns warm interpreters off (vial.warm=0) for a VM that runs one program and
+  // dies: starting python's fork server would only compete with that program for the vCPU.
+  if (!kernel_cmdline_has("vial.warm=0")) {
+    static WarmInterpreters interpreters(/*drop_privileges=*/true, /*quiet=*/true);
+    interpreters.start_all();
+    server.set_warm(&interpreters);
+  }
   server.serve_port(port);
 }
 

@@ -147,6 +147,7 @@ asio::awaitable<RunResult> run_once(const RunRequest& request, const RunOptions&
     result.source = "template";
   } else {
     create_overlay_fast(image.rootfs, overlay);
+    config.warm_interpreters = false;
     vm = co_await boot_vm(config, vm_dir, std::move(owned_by_vm), boot_timeout);
     result.source = "cold";
   }

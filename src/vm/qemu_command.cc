@@ -37,6 +37,7 @@ std::string kernel_cmdline(const VmConfig& c) {
       "rcupdate.rcu_expedited=1 8250.nr_uarts=1 i8042.noaux i8042.nokbd audit=0";
   // tsc=reliable also stops the clocksource watchdog from demoting the TSC mid-run.
   if (c.tsc_khz > 0) line += " tsc_early_khz=" + std::to_string(c.tsc_khz);
+  if (!c.warm_interpreters) line += " vial.warm=0";
   return line;
 }
 

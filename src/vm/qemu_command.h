@@ -37,6 +37,9 @@ struct VmConfig {
   // Let QEMU spawn processes: only for template VMs, which save with `migrate exec:`.
   // IMPORTANT: never for a VM that has run user code.
   bool allow_spawn = false;
+  // Let the agent start its warm interpreters (fork servers). Off for one-shot cold boots,
+  // where they would only compete with the one program for the vCPU.
+  bool warm_interpreters = true;
   // Host TSC rate for TCG guests (see host_tsc.h); 0 lets the guest calibrate.
   uint64_t tsc_khz = 0;
 };
