@@ -88,12 +88,15 @@ std::vector<pid_t> qemu_pids_containing(const std::string& needle);
 std::vector<pid_t> wait_no_qemu(const std::string& needle, std::chrono::milliseconds timeout);
 // Polls until such a process exists; returns false after `timeout`.
 bool wait_for_qemu(const std::string& needle, std::chrono::milliseconds timeout);
-// Entries of a directory ("" list if it does not exist).
+// Entries of a directory (empty if it does not exist).
 std::vector<std::string> dir_entries(const std::filesystem::path& dir);
+// Per-VM overlay files in `home`/overlays: every non-directory entry (subdirectories are
+// shared caches, such as the pristine overlays, which outlive a run by design).
+std::vector<std::string> vm_overlays(const std::filesystem::path& home);
 
 // A fixture with a private VIAL_HOME (a temp dir with images/ symlinked to the real images and
 // the cached accelerator verdict copied). TearDown checks that no QEMU process of this home is
-// left and that run/ and overlays/ are empty, then removes the home.
+// left, that run/ is empty and overlays/ holds no file (see vm_overlays), then removes the home.
 class VialHomeTest : public ::testing::Test {
  protected:
   void SetUp() override;

@@ -188,7 +188,7 @@ TEST_F(RunCliSignalTest, OrphansOfAKilledVialAreReapedByTheNextRun) {
   EXPECT_TRUE(left.empty()) << "QEMU survived its SIGKILLed vial";
   // A SIGKILLed vial cannot remove its files: they are there until the next run.
   EXPECT_EQ(dir_entries(home() / "run").size(), 1u);
-  EXPECT_EQ(dir_entries(home() / "overlays").size(), 1u);
+  EXPECT_EQ(vm_overlays(home()).size(), 1u);
 
   auto r = vial({"run", "-l", "shell", "-c", "echo ok"});
   EXPECT_EQ(r.exit_code, 0) << r.describe();

@@ -78,7 +78,7 @@ TEST_F(HostileTest, DiskFillEndsAndTheOverlayStaysBounded) {
   // Watch the host side of the guest disk while the guest fills it.
   uint64_t max_overlay = 0;
   while (p->pump_for(200ms)) {
-    for (const auto& name : dir_entries(home() / "overlays")) {
+    for (const auto& name : vm_overlays(home())) {
       std::error_code ec;
       auto size = fs::file_size(home() / "overlays" / name, ec);
       if (!ec) max_overlay = std::max<uint64_t>(max_overlay, size);
