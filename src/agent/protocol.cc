@@ -225,6 +225,7 @@ void to_json(nlohmann::json& j, const HelloBody& v) {
   if (!v.agent.empty()) j["agent"] = v.agent;
   if (!v.kernel.empty()) j["kernel"] = v.kernel;
   if (!v.warm.empty()) j["warm"] = v.warm;
+  if (!v.warming.empty()) j["warming"] = v.warming;
 }
 
 void from_json(const nlohmann::json& j, HelloBody& v) {
@@ -236,6 +237,8 @@ void from_json(const nlohmann::json& j, HelloBody& v) {
     h.kernel = j.at("kernel").get<std::string>();
   if (j.contains("warm") && !j.at("warm").is_null())
     h.warm = j.at("warm").get<std::vector<std::string>>();
+  if (j.contains("warming") && !j.at("warming").is_null())
+    h.warming = j.at("warming").get<std::vector<std::string>>();
   v = std::move(h);
 }
 

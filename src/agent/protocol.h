@@ -124,6 +124,9 @@ struct HelloBody {
   // Languages whose warm interpreter (fork server) is ready right now, guest->host only. A
   // host building a template polls hello until the languages it wants are listed.
   std::vector<std::string> warm;
+  // Languages that have a warm interpreter in this guest, ready or still starting. A language
+  // missing here (javascript: node can't fork) never becomes warm: don't wait for it.
+  std::vector<std::string> warming;
 };
 
 inline constexpr size_t kReseedEntropyBytes = 64;

@@ -246,8 +246,11 @@ void Server::handle_frame(agent::Frame& f) {
       }
       utsname u{};
       uname(&u);
-      agent::HelloBody reply{agent::kProtocolVersion, "vial-agent " VIAL_VERSION, u.release, {}};
-      if (cfg_.warm) reply.warm = cfg_.warm->ready_languages();
+      agent::HelloBody reply{agent::kProtocolVersion, "vial-agent " VIAL_VERSION, u.release, {}, {}};
+      if (cfg_.warm) {
+        reply.warm = cfg_.warm->ready_languages();
+        reply.warming = cfg_.warm->available_languages();
+      }
       nlohmann::json j = reply;
       send(FrameType::hello, f.request_id, j.dump());
       return;

@@ -417,6 +417,13 @@ std::vector<std::string> WarmInterpreters::ready_languages() {
   return out;
 }
 
+std::vector<std::string> WarmInterpreters::available_languages() const {
+  std::vector<std::string> out;
+  for (const auto& z : zygotes_)
+    if (z->available()) out.push_back(z->language());
+  return out;
+}
+
 bool WarmInterpreters::on_reaped(pid_t pid) {
   for (auto& z : zygotes_)
     if (z->on_reaped(pid)) return true;

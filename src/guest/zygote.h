@@ -81,6 +81,8 @@ class WarmInterpreters final {
   Zygote* get(const std::string& language);
   // Languages whose zygote is ready.
   std::vector<std::string> ready_languages();
+  // Languages whose interpreter exists in this root filesystem (ready or starting).
+  std::vector<std::string> available_languages() const;
   bool on_reaped(pid_t pid);
   // Re-seeds every ready zygote; false with `error` if one failed (it is restarted).
   bool reseed_all(std::string& error);

@@ -30,7 +30,10 @@ void check_image_language(const std::string& language) {
 std::optional<ImageInfo> find_image(const std::string& language) {
   ImageInfo info;
   info.language = language;
-  info.dir = images_dir() / language;
+  // Canonical: overlays and templates record these paths as backing files, and must not
+  // depend on a symlink (e.g. a test's VIAL_HOME linking to a shared images/) staying put.
+  std::error_code canon_ec;
+  info.dir = fs::weakly_canonical(images_dir() / language, canon_ec);
   info.kernel = info.dir / "vmlinuz";
   info.initramfs = info.dir / "initramfs.img";
   info.rootfs = info.dir / "rootfs.qcow2";

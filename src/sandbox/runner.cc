@@ -140,7 +140,7 @@ asio::awaitable<RunResult> run_once(const RunRequest& request, const RunOptions&
   std::vector<fs::path> owned_by_vm = {overlay};
   if (options.use_template) {
     TemplateSpec spec = template_spec(image, config);
-    Template tpl = co_await ensure_template(templates_dir(), run_dir(), spec, boot_timeout);
+    Template tpl = co_await ensure_template(fs::weakly_canonical(templates_dir()), run_dir(), spec, boot_timeout);
     create_overlay_fast(tpl.disk, overlay);
     vm = co_await restore_clone(tpl, config, vm_dir, std::move(owned_by_vm), boot_timeout);
     co_await guarded(vm.agent->reseed(), *vm.process, boot_timeout, "reseeding the clone", ErrorKind::boot_failed);

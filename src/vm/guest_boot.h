@@ -50,7 +50,7 @@ asio::awaitable<T> guarded(asio::awaitable<T> op, VmProcess& vm, std::chrono::mi
     }
   }
   if (outcome.index() == 1) {
-    auto secs = std::chrono::duration_cast<std::chrono::seconds>(deadline).count();
+    auto secs = (deadline.count() + 999) / 1000;
     throw Error(on_timeout, vm.describe_failure(what + ": no answer within " + std::to_string(secs) + " s"));
   }
   throw Error(ErrorKind::boot_failed, vm.describe_failure(what + ": the VM stopped"));

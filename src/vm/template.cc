@@ -77,12 +77,12 @@ asio::awaitable<void> wait_migration(QmpClient& qmp) {
   }
 }
 
-// The agent starts its warm interpreters after boot; a template must contain a ready one.
+// The agent starts its warm interpreters after boot; a template must contain them ready.
 asio::awaitable<void> wait_warm_interpreter(AgentClient& agent, const std::string& language) {
-  if (language == "shell") co_return;  // bash starts fast: no warm interpreter
+  auto has = [&](const std::vector<std::string>& v) { return std::find(v.begin(), v.end(), language) != v.end(); };
   for (;;) {
     auto hello = co_await agent.hello();
-    if (std::find(hello.warm.begin(), hello.warm.end(), language) != hello.warm.end()) co_return;
+    if (has(hello.warm) || !has(hello.warming)) co_return;
     co_await sleep_for(std::chrono::milliseconds(20));
   }
 }

@@ -20,6 +20,7 @@ std::string tail_file(const fs::path& path, size_t lines) {
   std::streamoff start = size > 16384 ? size - 16384 : 0;
   in.seekg(start);
   std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::erase(data, '\r');  // the serial console writes CRLF
   for (char& ch : data) {
     if (ch != '\n' && ch != '\t' && (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f)) ch = '?';
   }
@@ -36,6 +37,18 @@ void write_owner(const fs::path& vm_dir) {
 }
 
 void write_qemu_pid(const fs::path& vm_dir, pid_t pid) { std::ofstream(vm_dir / kQemuPidFile) << pid << "\n"; }
+
+std::string first_line_with(const fs::path& path, const std::string& needle) {
+  std::ifstream in(path, std::ios::binary);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find(needle) != std::string::npos) {
+      std::erase(line, '\r');
+      return line;
+    }
+  }
+  return {};
+}
 
 VmProcess::VmProcess(VmConfig config, fs::path vm_dir, std::vector<fs::path> owned)
     : config_(std::move(config)), vm_dir_(std::move(vm_dir)), owned_files_(std::move(owned)) {}
@@ -80,6 +93,9 @@ std::string VmProcess::describe_failure(const std::string& what) {
   }
   if (std::string q = qemu_log_tail(); !q.empty()) msg << "\n--- qemu ---\n" << q;
   std::string c = console_tail();
+  // A panic's reason comes before its backtrace, which fills the tail: name it first.
+  std::string panic = first_line_with(config_.console_log, "Kernel panic");
+  if (!panic.empty() && c.find(panic) == std::string::npos) msg << "\n" << panic;
   msg << "\n--- guest console (last lines) ---\n" << (c.empty() ? "(empty: the kernel printed nothing)" : c);
   return msg.str();
 }

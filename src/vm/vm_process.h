@@ -58,6 +58,9 @@ class VmProcess final {
   Child qemu_;
 };
 
+// The first line of a text file containing `needle` (empty if none).
+std::string first_line_with(const std::filesystem::path& path, const std::string& needle);
+
 // Last `lines` lines of a text file (empty if unreadable); non-printable bytes become '?'.
 std::string tail_file(const std::filesystem::path& path, size_t lines);
 

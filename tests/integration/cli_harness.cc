@@ -319,6 +319,11 @@ void VialHomeTest::SetUp() {
   std::error_code ec;
   fs::create_directory_symlink(real_images_dir(), home_ / "images", ec);
   ASSERT_FALSE(ec) << "symlink images: " << ec.message();
+  // Share the templates too: each is built once (seconds under TCG), not once per test. Their
+  // backing files are canonical paths, so they outlive this home.
+  fs::create_directories(real_vial_home() / "templates", ec);
+  fs::create_directory_symlink(real_vial_home() / "templates", home_ / "templates", ec);
+  ASSERT_FALSE(ec) << "symlink templates: " << ec.message();
   // Reuse the host's KVM verdict so no test pays for (or depends on) a KVM probe.
   if (fs::exists(real_vial_home() / "accel.json", ec)) {
     fs::copy_file(real_vial_home() / "accel.json", home_ / "accel.json", ec);

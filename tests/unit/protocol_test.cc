@@ -175,7 +175,7 @@ TEST(Protocol, ErrorAndHelloBodies) {
   EXPECT_THROW(parse_body<HelloBody>(R"({"version":"1"})"), std::invalid_argument);
   EXPECT_THROW(parse_body<HelloBody>("{}"), std::invalid_argument);
   EXPECT_TRUE(h.warm.empty());
-  HelloBody w{1, "a", "k", {"python"}};
+  HelloBody w{1, "a", "k", {"python"}, {"python"}};
   auto hw = parse_body<HelloBody>(json(w).dump());
   EXPECT_EQ(hw.warm, std::vector<std::string>{"python"});
 }
