@@ -47,8 +47,8 @@ struct PendingFiles {
 TemplateSpec template_spec(const ImageInfo& image, const VmConfig& config) {
   TemplateSpec spec;
   spec.name = image.language;
-  spec.key = image.manifest.value("files", nlohmann::json::object()).dump() + "|" + qemu_identity() + "|" +
-             std::to_string(config.vcpus);
+  spec.key = file_identity(image.kernel) + "|" + file_identity(image.initramfs) + "|" + file_identity(image.rootfs) +
+             "|" + qemu_identity() + "|" + std::to_string(config.vcpus);
   spec.boot = config;
   spec.base_disk = image.rootfs;
   spec.warm_up.language = image.language;

@@ -25,6 +25,10 @@ std::filesystem::path agent_binary();
 // ../share/vial/images/ next to this binary.
 std::filesystem::path image_build_script();
 
+// "canonical-path device inode size mtime_ns" of a file: changes whenever the file is
+// replaced or rewritten. Part of cache keys (templates); empty if it can't be stat'ed.
+std::string file_identity(const std::filesystem::path& path);
+
 // Creates dir (and parents) with mode 0700 if missing; throws Error on failure.
 void ensure_private_dir(const std::filesystem::path& dir);
 
