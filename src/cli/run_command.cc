@@ -84,7 +84,7 @@ nlohmann::json result_json(const RunResult& r, const Accel& accel) {
           {"stderr_truncated", r.stderr_truncated},
           {"accel", accel.name()},
           {"source", r.source},
-          {"timing", {{"boot_ms", r.timing.boot_ms}, {"exec_ms", r.timing.exec_ms}, {"total_ms", r.timing.total_ms}}}};
+          {"timing", {{"acquire_ms", r.timing.acquire_ms}, {"boot_ms", r.timing.boot_ms}, {"exec_ms", r.timing.exec_ms}, {"total_ms", r.timing.total_ms}}}};
 }
 
 int run(const RunArgs& args) {

@@ -36,7 +36,8 @@ struct RunRequest {
 void validate(const RunRequest& request);
 
 struct RunTiming {
-  double boot_ms = 0;  // start to agent ready (boot or restore, and any template build)
+  double acquire_ms = 0;  // getting a VM: a warm pool hit, or admission + restore/boot
+  double boot_ms = 0;  // restore or boot to agent ready (and any template build); 0 for a warm VM
   double exec_ms = 0;  // exec sent to exit received
   double total_ms = 0;
 };
@@ -51,7 +52,7 @@ struct RunResult {
   bool stdout_truncated = false;
   bool stderr_truncated = false;
   RunTiming timing;
-  std::string source;  // "template" (restored from a snapshot) or "cold" (booted)
+  std::string source;  // "warm" (from the pool), "template" (restored), "cold" (booted)
 };
 
 struct RunOptions {

@@ -128,8 +128,12 @@ class StorageDaemon::Running final {
   Running& operator=(const Running&) = delete;
 
   ~Running() {
-    if (qmp) asio::post(io, [c = qmp] { c->close(); });
-    guard.reset();
+    // Close the client and stop the loop on its own thread; coroutines still suspended (a
+    // failed start, a read loop) are destroyed with the io_context, after the join.
+    asio::post(io, [this] {
+      if (qmp) qmp->close();
+      io.stop();
+    });
     if (thread.joinable()) thread.join();
     qmp.reset();
     child.kill_and_reap();

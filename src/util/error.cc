@@ -11,6 +11,7 @@ std::string_view to_string(ErrorKind kind) {
     case ErrorKind::unavailable: return "unavailable";
     case ErrorKind::boot_failed: return "boot_failed";
     case ErrorKind::timeout: return "timeout";
+    case ErrorKind::capacity: return "capacity";
     case ErrorKind::cancelled: return "cancelled";
     case ErrorKind::internal: return "internal";
   }

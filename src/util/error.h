@@ -14,6 +14,7 @@ enum class ErrorKind {
   unavailable,    // a host prerequisite is missing (qemu, kernel, permissions)
   boot_failed,    // the guest never became ready
   timeout,        // a deadline of vial's own expired
+  capacity,       // no room for another VM (max_concurrent_vms or the memory budget): retry later
   cancelled,      // interrupted by the user (Ctrl-C) or shutdown
   internal,       // a bug or an unexpected system error
 };

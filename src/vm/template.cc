@@ -184,6 +184,7 @@ asio::awaitable<Template> ensure_template(const fs::path& root, const fs::path& 
     co_await build_template(building, run_root, spec, boot_timeout);
   } catch (...) {
     fs::remove_all(building, ec);
+    fs::remove(root / (id + ".lock"), ec);  // an image that can't boot must not leave files behind
     throw;
   }
   fs::rename(building, t.dir, ec);
