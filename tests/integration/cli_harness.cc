@@ -46,8 +46,7 @@ void close_fd(int& fd) {
 
 fs::path vial_binary() {
   if (const char* v = env_or_null("VIAL_BIN")) return v;
-  if (const char* src = env_or_null("VIAL_SOURCE_DIR")) return fs::path(src) / "build/bin/vial";
-  return fs::absolute("build/bin/vial");
+  return VIAL_TEST_BIN;
 }
 
 fs::path real_vial_home() {

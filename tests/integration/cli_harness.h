@@ -19,7 +19,7 @@ namespace vial::test {
 
 using namespace std::chrono_literals;
 
-// The vial binary under test: $VIAL_BIN, else $VIAL_SOURCE_DIR/build/bin/vial, else build/bin/vial.
+// The vial binary under test: $VIAL_BIN, else the vial built with this test binary.
 std::filesystem::path vial_binary();
 // Where the built images live: $VIAL_IMAGES_HOME/images (if set), else /var/lib/vial/images.
 std::filesystem::path real_vial_home();
