@@ -14,7 +14,9 @@
 
 #include "qmp/qmp_client.h"
 #include "storage/pristine_overlays.h"
+#include "util/fnv.h"
 #include "util/paths.h"
+#include "util/unique_fd.h"
 
 namespace fs = std::filesystem;
 
@@ -23,17 +25,6 @@ namespace {
 
 constexpr const char* kReadyFile = "ready";
 constexpr std::chrono::milliseconds kPoll{2};
-
-// Owns an fd; closes it on scope exit.
-struct UniqueFd {
-  int fd = -1;
-  explicit UniqueFd(int f) : fd(f) {}
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  ~UniqueFd() {
-    if (fd >= 0) ::close(fd);
-  }
-};
 
 Template paths_in(const fs::path& dir) { return {dir, dir / "memory", dir / "state", dir / "disk.qcow2"}; }
 
@@ -144,16 +135,7 @@ asio::awaitable<void> build_template(const fs::path& dir, const fs::path& run_ro
 
 }  // namespace
 
-std::string stable_hash(const std::string& text) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : text) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  char out[17];
-  std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(h));
-  return out;
-}
+std::string stable_hash(const std::string& text) { return Fnv64().add(text).hex(); }
 
 asio::awaitable<Template> ensure_template(const fs::path& root, const fs::path& run_root, const TemplateSpec& spec,
                                           std::chrono::milliseconds boot_timeout) {
@@ -165,9 +147,9 @@ asio::awaitable<Template> ensure_template(const fs::path& root, const fs::path& 
   ensure_private_dir(root);
   // One builder per template across processes; the others wait and then reuse its work.
   UniqueFd lock(::open((root / (id + ".lock")).c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600));
-  if (lock.fd < 0) throw_errno("cannot create the template lock in " + root.string(), errno);
+  if (!lock.valid()) throw_errno("cannot create the template lock in " + root.string(), errno);
   const auto give_up = std::chrono::steady_clock::now() + 2 * boot_timeout;
-  while (::flock(lock.fd, LOCK_EX | LOCK_NB) != 0) {
+  while (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
     if (std::chrono::steady_clock::now() > give_up) {
       throw Error(ErrorKind::timeout, "another vial has been building the template " + id + " for too long");
     }
@@ -201,10 +183,10 @@ asio::awaitable<RunningVm> restore_clone(const Template& tpl, VmConfig config, f
   config.incoming = true;
   config.qmp_socket = vm_dir / "qmp.sock";
   UniqueFd state(::open(tpl.state.c_str(), O_RDONLY | O_CLOEXEC));
-  if (state.fd < 0) throw_errno("cannot open template state " + tpl.state.string(), errno);
+  if (!state.valid()) throw_errno("cannot open template state " + tpl.state.string(), errno);
 
   RunningVm vm;
-  vm.process = VmProcess::launch(config, std::move(vm_dir), std::move(owned_files), {state.fd});
+  vm.process = VmProcess::launch(config, std::move(vm_dir), std::move(owned_files), {state.get()});
   VmProcess& process = *vm.process;
   auto qmp = co_await guarded(connect_qmp(config.qmp_socket), process, time_left(deadline), "connecting to QMP",
                               ErrorKind::boot_failed);
@@ -227,7 +209,7 @@ void prune_templates(const fs::path& root, const std::string& prefix, const fs::
     // Skip one being built: its lock is held.
     fs::path lock_path = root / (entry.path().stem().string() + ".lock");
     UniqueFd lock(::open(lock_path.c_str(), O_RDWR | O_CLOEXEC));
-    if (lock.fd >= 0 && ::flock(lock.fd, LOCK_EX | LOCK_NB) != 0) continue;
+    if (lock.valid() && ::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) continue;
     fs::remove_all(entry.path(), ec);
     fs::remove(lock_path, ec);
   }
