@@ -196,14 +196,7 @@ std::unique_ptr<Exec> Exec::spawn(uint32_t id, const agent::ExecRequest& req,
     // Close everything else except the report pipe (CLOEXEC, closes on exec).
     if (rfd > 3) syscall(SYS_close_range, 3u, static_cast<unsigned>(rfd - 1), 0u);
     syscall(SYS_close_range, static_cast<unsigned>(rfd + 1), ~0u, 0u);
-    // The OOM killer must pick user code, never the agent.
-    int ofd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-    if (ofd >= 0) {
-      [[maybe_unused]] ssize_t w = write(ofd, "1000", 4);
-      close(ofd);
-    }
-    rlimit core{0, 0};
-    setrlimit(RLIMIT_CORE, &core);
+    make_child_expendable();
     if (drop) {
       if (setgroups(0, nullptr) != 0) child_fail(rfd, "setgroups");
       if (setgid(kSandboxGid) != 0) child_fail(rfd, "setgid");

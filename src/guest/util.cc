@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -81,6 +82,16 @@ void console_log(std::string_view line) {
   msg.push_back('\n');
   [[maybe_unused]] ssize_t n = write(fd, msg.data(), msg.size());
   if (fd != 2) close(fd);
+}
+
+void make_child_expendable() {
+  int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    [[maybe_unused]] ssize_t w = write(fd, "1000", 4);
+    close(fd);
+  }
+  rlimit core{0, 0};
+  setrlimit(RLIMIT_CORE, &core);
 }
 
 }  // namespace vial::guest

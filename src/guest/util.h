@@ -16,6 +16,9 @@ bool read_file(const std::string& path, std::string& out);
 bool set_nonblock(int fd);
 // Removes a directory tree (no symlink following). Best effort.
 void remove_tree(const std::string& path);
+// In a freshly forked child that will run user code: the OOM killer picks it, never the agent,
+// and it dumps no core. Async-signal-safe (only syscalls).
+void make_child_expendable();
 // One line to /dev/console, prefixed "vial-agent: " (PID-1 failures only: the console is slow).
 void console_log(std::string_view line);
 

@@ -4,7 +4,6 @@
 #include <grp.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -240,13 +239,7 @@ bool Zygote::start(std::string* error) {
     sigemptyset(&all);
     sigprocmask(SIG_SETMASK, &all, nullptr);
     for (int s = 1; s < NSIG; ++s) signal(s, SIG_DFL);
-    int ofd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-    if (ofd >= 0) {
-      [[maybe_unused]] ssize_t w = write(ofd, "1000", 4);
-      close(ofd);
-    }
-    rlimit core{0, 0};
-    setrlimit(RLIMIT_CORE, &core);
+    make_child_expendable();
     int null = open("/dev/null", O_RDWR);
     if (null >= 0) {
       dup2(null, 0);
