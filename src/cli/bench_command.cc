@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "bench/overlay_bench.h"
 #include "bench/run_bench.h"
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -26,6 +27,22 @@ void add_bench_command(CLI::App& app) {
       check_image_language(opts->language);
       opts->accel = choose_accel(opts->language, false);
       std::cout << dump_json(bench::bench_run(*opts), 2) << std::endl;
+      throw CLI::RuntimeError(kExitOk);
+    } catch (const CLI::RuntimeError&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw CLI::RuntimeError(report_error(e, false, kExitFailure));
+    }
+  });
+
+  auto overlay_opts = std::make_shared<bench::OverlayBenchOptions>();
+  CLI::App* overlay = bench->add_subcommand(
+      "overlay", "Sandbox disks: cases daemon_create, qemu_img_create, fast_create, pool_acquire");
+  overlay->add_option("-n,--count", overlay_opts->count, "Overlays per case")->capture_default_str();
+  overlay->add_flag("--json", *json, "Print JSON (the only format; accepted for symmetry)");
+  overlay->callback([overlay_opts] {
+    try {
+      std::cout << dump_json(bench::bench_overlay(*overlay_opts), 2) << std::endl;
       throw CLI::RuntimeError(kExitOk);
     } catch (const CLI::RuntimeError&) {
       throw;
