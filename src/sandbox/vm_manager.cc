@@ -312,6 +312,7 @@ asio::awaitable<std::unique_ptr<Vm>> VmManager::launch(const std::string& langua
     vm = co_await boot_vm(config, vm_dir, std::move(owned_by_vm), settings_.boot_timeout);
     source = VmSource::cold;
   }
+  pending.paths.clear();  // the VmProcess owns them now: they live as long as the VM
   co_return std::unique_ptr<Vm>(new Vm(name, language, source, std::move(vm), ms_since(start)));
 }
 
