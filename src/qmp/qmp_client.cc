@@ -21,7 +21,8 @@ constexpr size_t kWatchBacklog = 16;
 
 }  // namespace
 
-asio::awaitable<std::shared_ptr<QmpClient>> QmpClient::connect(std::filesystem::path socket_path) {
+asio::awaitable<std::shared_ptr<QmpClient>> QmpClient::connect(std::filesystem::path socket_path,
+                                                               std::chrono::milliseconds deadline) {
   auto ex = co_await asio::this_coro::executor;
   Socket socket(ex);
   co_await socket.async_connect({socket_path.string()}, asio::use_awaitable);
@@ -32,7 +33,7 @@ asio::awaitable<std::shared_ptr<QmpClient>> QmpClient::connect(std::filesystem::
                                          client->greeting_.dump());
   }
   asio::co_spawn(ex, [client] { return client->read_loop(); }, asio::detached);
-  co_await client->execute("qmp_capabilities");
+  co_await client->execute("qmp_capabilities", nullptr, deadline);
   co_return client;
 }
 

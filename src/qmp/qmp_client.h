@@ -42,10 +42,13 @@ class QmpClient final : public std::enable_shared_from_this<QmpClient> {
   using EventFilter = std::function<bool(const nlohmann::json& data)>;
   class EventWaiter;
 
+  static constexpr std::chrono::milliseconds kDefaultDeadline{30000};
+
   // Connects to a listening QMP socket, reads the greeting and leaves negotiation mode
   // (`qmp_capabilities`). Throws boost::system::system_error when the socket can't be reached
   // (callers retry while QEMU starts) and Error on a protocol failure.
-  static asio::awaitable<std::shared_ptr<QmpClient>> connect(std::filesystem::path socket_path);
+  static asio::awaitable<std::shared_ptr<QmpClient>> connect(std::filesystem::path socket_path,
+                                                             std::chrono::milliseconds deadline = kDefaultDeadline);
 
   QmpClient(const QmpClient&) = delete;
   QmpClient& operator=(const QmpClient&) = delete;
@@ -69,7 +72,6 @@ class QmpClient final : public std::enable_shared_from_this<QmpClient> {
   // Closes the socket; pending commands and waiters fail with "connection lost".
   void close();
 
-  static constexpr std::chrono::milliseconds kDefaultDeadline{30000};
 
  private:
   using JsonChannel = asio::experimental::channel<void(boost::system::error_code, nlohmann::json)>;

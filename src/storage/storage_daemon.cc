@@ -10,6 +10,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -24,12 +25,17 @@
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using namespace boost::asio::experimental::awaitable_operators;
 
 namespace vial {
 namespace {
 
 constexpr std::chrono::seconds kStartDeadline{10};
 constexpr std::chrono::milliseconds kConnectRetry{1};
+// A healthy daemon answers the handshake in a millisecond; a rare one never does (seen once in
+// ~100 starts on a loaded host), so start() gives it this long and then tries a fresh daemon.
+constexpr std::chrono::seconds kHandshakeDeadline{3};
+constexpr int kStartAttempts = 3;
 
 // QEMU option values escape a comma by doubling it.
 std::string qemu_opt_escape(const std::string& value) {
@@ -76,8 +82,10 @@ json create_args(const std::string& job_id, json options) { return {{"job-id", j
 json id_args(const std::string& job_id) { return {{"id", job_id}}; }
 json node_args(const std::string& node) { return {{"node-name", node}}; }
 json file_options(const fs::path& target) { return {{"driver", "file"}, {"filename", target.string()}, {"size", 0}}; }
+// no-flush: QEMU would fsync the new image (milliseconds); an overlay is scratch space that
+// a crash makes worthless anyway, and the pristine cache syncs its own copy.
 json file_node(const std::string& node, const fs::path& target) {
-  return {{"driver", "file"}, {"node-name", node}, {"filename", target.string()}};
+  return {{"driver", "file"}, {"node-name", node}, {"filename", target.string()}, {"cache", {{"no-flush", true}}}};
 }
 json qcow2_options(const std::string& node, const BaseImage& base) {
   return {{"driver", "qcow2"},
@@ -87,17 +95,29 @@ json qcow2_options(const std::string& node, const BaseImage& base) {
           {"backing-fmt", "qcow2"}};
 }
 
-// One blockdev-create job: start it, wait until it concludes, read its error, dismiss it.
+bool is_job_end(const json& data, const std::string& job_id) {
+  const std::string status = json_string(data, "status");
+  return json_string(data, "id") == job_id && (status == "aborting" || status == "concluded");
+}
+
+// One blockdev-create job: start it and wait until it concludes. A failed job passes through
+// "aborting" first; only then is `query-jobs` asked for its error. The caller dismisses the job
+// (pipelined with its next command: each round trip costs more than the command itself).
 asio::awaitable<void> run_create_job(QmpClient& qmp, std::string job_id, json options) {
-  auto concluded = qmp.watch_event("JOB_STATUS_CHANGE", [job_id](const json& d) {
-    return json_string(d, "id") == job_id && json_string(d, "status") == "concluded";
-  });
+  auto ended = qmp.watch_event("JOB_STATUS_CHANGE", [job_id](const json& d) { return is_job_end(d, job_id); });
   co_await qmp.execute("blockdev-create", create_args(job_id, std::move(options)));
-  co_await concluded->wait();
+  const json first = co_await ended->wait();
+  if (json_string(first, "status") == "concluded") co_return;
+  co_await ended->wait();  // concluded
   const json jobs = co_await qmp.execute("query-jobs");
   const std::string error = job_error(jobs, job_id);
   co_await qmp.execute("job-dismiss", id_args(job_id));
-  if (!error.empty()) throw StorageDaemonError(error);
+  throw StorageDaemonError(error.empty() ? "job " + job_id + " failed" : error);
+}
+
+// job-dismiss and the next command in one round trip (QMP runs them in order).
+asio::awaitable<void> dismiss_then(QmpClient& qmp, const std::string& job_id, std::string command, json args) {
+  co_await (qmp.execute("job-dismiss", id_args(job_id)) && qmp.execute(std::move(command), std::move(args)));
 }
 
 // file job -> blockdev-add of that file -> qcow2 job on it -> blockdev-del. Sets `file_made`
@@ -105,17 +125,22 @@ asio::awaitable<void> run_create_job(QmpClient& qmp, std::string job_id, json op
 asio::awaitable<void> create_sequence(std::shared_ptr<QmpClient> qmp, BaseImage base, fs::path target,
                                       std::string tag, bool* file_made) {
   const std::string node = "vial-node-" + tag;
-  co_await run_create_job(*qmp, "vial-file-" + tag, file_options(target));
+  const std::string file_job = "vial-file-" + tag;
+  const std::string qcow2_job = "vial-qcow2-" + tag;
+  co_await run_create_job(*qmp, file_job, file_options(target));
   *file_made = true;
-  co_await qmp->execute("blockdev-add", file_node(node, target));
+  co_await dismiss_then(*qmp, file_job, "blockdev-add", file_node(node, target));
   std::exception_ptr failure;
   try {
-    co_await run_create_job(*qmp, "vial-qcow2-" + tag, qcow2_options(node, base));
+    co_await run_create_job(*qmp, qcow2_job, qcow2_options(node, base));
   } catch (...) {
     failure = std::current_exception();  // can't co_await in a handler: delete the node first
   }
-  co_await qmp->execute("blockdev-del", node_args(node));
-  if (failure) std::rethrow_exception(failure);
+  if (failure) {
+    co_await qmp->execute("blockdev-del", node_args(node));
+    std::rethrow_exception(failure);
+  }
+  co_await dismiss_then(*qmp, qcow2_job, "blockdev-del", node_args(node));
 }
 
 }  // namespace
@@ -162,6 +187,7 @@ class StorageDaemon::Running final {
   const fs::path socket;
   Child child;
   asio::io_context io;
+  // Keeps run() going while no command is in flight.
   asio::executor_work_guard<asio::io_context::executor_type> guard = asio::make_work_guard(io);
   std::thread thread;
   std::shared_ptr<QmpClient> qmp;
@@ -174,7 +200,7 @@ class StorageDaemon::Running final {
     const auto deadline = std::chrono::steady_clock::now() + kStartDeadline;
     for (;;) {
       try {
-        co_return co_await QmpClient::connect(socket);
+        co_return co_await QmpClient::connect(socket, kHandshakeDeadline);
       } catch (const boost::system::system_error&) {
       }
       if (child.try_wait()) {
@@ -200,9 +226,16 @@ StorageDaemon::~StorageDaemon() { stop(); }
 void StorageDaemon::start() {
   std::lock_guard lock(mutex_);
   if (running_) return;
-  auto running = std::make_unique<Running>(run_parent_);
-  running->launch();
-  running_ = std::move(running);
+  for (int attempt = 1;; ++attempt) {
+    auto running = std::make_unique<Running>(run_parent_);
+    try {
+      running->launch();
+      running_ = std::move(running);
+      return;
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::timeout || attempt == kStartAttempts) throw;
+    }
+  }
 }
 
 void StorageDaemon::stop() noexcept {
