@@ -7,38 +7,17 @@
 
 #include <atomic>
 #include <cerrno>
-#include <cstdint>
 #include <cstring>
-#include <string_view>
 
 #include "storage/storage_daemon.h"
+#include "util/fnv.h"
 #include "util/paths.h"
+#include "util/unique_fd.h"
 
 namespace fs = std::filesystem;
 
 namespace vial {
 namespace {
-
-// FNV-1a: a stable hash (file names must match across processes and builds).
-class Fnv64 {
- public:
-  Fnv64& add(std::string_view bytes) {
-    for (unsigned char c : bytes) h_ = (h_ ^ c) * 0x100000001b3ULL;
-    return *this;
-  }
-  template <typename T>
-  Fnv64& add_value(T v) {
-    return add(std::string_view(reinterpret_cast<const char*>(&v), sizeof v));
-  }
-  std::string hex() const {
-    char buf[17];
-    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h_));
-    return buf;
-  }
-
- private:
-  uint64_t h_ = 0xcbf29ce484222325ULL;
-};
 
 // "<hash of path>-<hash of identity>": siblings with the same prefix are older versions.
 std::string path_prefix(const BaseImage& base) { return Fnv64().add(base.path.string()).hex() + "-"; }
@@ -49,20 +28,6 @@ std::string pristine_name(const BaseImage& base) {
   id.add_value(base.virtual_size);
   return path_prefix(base) + id.hex() + ".qcow2";
 }
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 [[noreturn]] void throw_copy_error(const fs::path& src, const fs::path& dst, int err) {
   throw StorageDaemonError("cannot copy " + src.string() + " to " + dst.string() + ": " + std::strerror(err), {},
@@ -103,9 +68,9 @@ int copy_contents(int in, int out) {
 }  // namespace
 
 void copy_to_new_file(const fs::path& src, const fs::path& dst) {
-  Fd in(::open(src.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd in(::open(src.c_str(), O_RDONLY | O_CLOEXEC));
   if (in.get() < 0) throw_copy_error(src, dst, errno);
-  Fd out(::open(dst.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  UniqueFd out(::open(dst.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   if (out.get() < 0) throw_copy_error(src, dst, errno);
   if (int err = copy_contents(in.get(), out.get())) {
     ::unlink(dst.c_str());
@@ -129,7 +94,7 @@ fs::path PristineOverlays::pristine(const BaseImage& base) {
   try {
     make_(base.path, tmp);
     // Synced before it becomes visible: a pristine emptied by a crash would poison every copy.
-    Fd fd(::open(tmp.c_str(), O_RDONLY | O_CLOEXEC));
+    UniqueFd fd(::open(tmp.c_str(), O_RDONLY | O_CLOEXEC));
     if (fd.get() < 0 || ::fsync(fd.get()) != 0) throw_copy_error(tmp, path, errno);
     fs::rename(tmp, path);  // atomic: a concurrent vial either sees a whole pristine or none
   } catch (const fs::filesystem_error& e) {
