@@ -46,6 +46,9 @@ int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pi
   const size_t n = std::min<size_t>(options.pass_fds.size(), 16);
   for (size_t i = 0; i < n; ++i) high[i] = ::fcntl(options.pass_fds[i], F_DUPFD_CLOEXEC, 100);
   for (size_t i = 0; i < n; ++i) ::dup2(high[i], static_cast<int>(3 + i));  // dup2 clears CLOEXEC
+  // Not every fd vial holds is O_CLOEXEC (Asio's sockets aren't): a QEMU must not inherit the
+  // agent or QMP connections of other VMs, or their peers never see them close.
+  ::syscall(SYS_close_range, 3 + n, ~0U, 0);
   ::execvp(argv[0], argv.data());
   int err = errno;
   [[maybe_unused]] auto written = ::write(err_pipe, &err, sizeof err);
