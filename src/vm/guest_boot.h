@@ -29,8 +29,29 @@ struct RunningVm {
   std::shared_ptr<AgentClient> agent;
 };
 
+// Where capture() leaves an operation's value (a flag for void operations).
+template <typename T>
+using CaptureSlot = std::conditional_t<std::is_void_v<T>, bool, std::optional<T>>;
+
+// Runs `op` and reports its exception instead of throwing it. Asio's `a || b` waits for the
+// first operation to *succeed*, so an operation that fails must not throw inside it.
+template <typename T>
+asio::awaitable<std::exception_ptr> capture(asio::awaitable<T> op, CaptureSlot<T>& slot) {
+  try {
+    if constexpr (std::is_void_v<T>) {
+      co_await std::move(op);
+      slot = true;
+    } else {
+      slot.emplace(co_await std::move(op));
+    }
+  } catch (...) {
+    co_return std::current_exception();
+  }
+  co_return nullptr;
+}
+
 // Runs `op` unless `deadline` passes (Error(on_timeout)) or QEMU exits (Error(boot_failed));
-// both errors carry the console tail.
+// both errors carry the console tail. What `op` throws is rethrown as it is.
 template <typename T>
 asio::awaitable<T> guarded(asio::awaitable<T> op, VmProcess& vm, std::chrono::milliseconds deadline,
                            const std::string& what, ErrorKind on_timeout) {
@@ -40,13 +61,15 @@ asio::awaitable<T> guarded(asio::awaitable<T> op, VmProcess& vm, std::chrono::mi
   int watch_fd = ::dup(vm.pidfd());
   if (watch_fd < 0) throw_errno("dup pidfd", errno);
   asio::posix::stream_descriptor exit_watch(ex, watch_fd);
-  auto outcome = co_await (std::move(op) || timer.async_wait(asio::use_awaitable) ||
+  CaptureSlot<T> slot{};
+  auto outcome = co_await (capture(std::move(op), slot) || timer.async_wait(asio::use_awaitable) ||
                            exit_watch.async_wait(asio::posix::descriptor_base::wait_read, asio::use_awaitable));
   if (outcome.index() == 0) {
+    if (auto error = std::get<0>(outcome)) std::rethrow_exception(error);
     if constexpr (std::is_void_v<T>) {
       co_return;
     } else {
-      co_return std::get<0>(std::move(outcome));
+      co_return std::move(*slot);
     }
   }
   if (outcome.index() == 1) {
