@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <fstream>
 
 #include <boost/asio/as_tuple.hpp>
@@ -31,6 +32,16 @@ constexpr std::chrono::seconds kRefillBackoff{2};
 
 double ms_since(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+// "tenant.task" reduced to characters safe in file names and QEMU's -name, at most 48.
+std::string owner_label(const std::string& tenant, const std::string& task) {
+  std::string label;
+  for (char c : tenant + (task.empty() ? "" : "." + task)) {
+    if (label.size() == 48) break;
+    label += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.') ? c : '_';
+  }
+  return label;
 }
 
 std::string next_vm_name() {
@@ -231,7 +242,7 @@ asio::awaitable<std::shared_ptr<Vm>> VmManager::create_vm(std::string language, 
     if (has_room() || evict_pooled_except(language)) {
       ++live_;
       try {
-        vm = co_await launch(language);
+        vm = co_await launch(language, owner_label(tenant, task));
       } catch (...) {
         --live_;
         wake_all();
@@ -248,6 +259,9 @@ asio::awaitable<std::shared_ptr<Vm>> VmManager::create_vm(std::string language, 
     }
     co_await wait_for_change(give_up);
     if (!running_) throw Error(ErrorKind::cancelled, "the VM manager is stopping");
+  }
+  if (vm->source_ == VmSource::warm && !(tenant.empty() && task.empty())) {
+    vm->name_ += "-" + owner_label(tenant, task);  // pooled before its owner was known
   }
   vm->tenant_ = std::move(tenant);
   vm->task_ = std::move(task);
@@ -272,10 +286,10 @@ VmManager::Stats VmManager::stats() const {
   return s;
 }
 
-asio::awaitable<std::unique_ptr<Vm>> VmManager::launch(const std::string& language) {
+asio::awaitable<std::unique_ptr<Vm>> VmManager::launch(const std::string& language, const std::string& label) {
   const auto start = Clock::now();
   ImageInfo image = require_image(language);
-  const std::string name = next_vm_name();
+  const std::string name = next_vm_name() + (label.empty() ? "" : "-" + label);
   PendingFiles pending;  // until a VmProcess owns them
   const fs::path vm_dir = run_dir() / name;
   const fs::path overlay = overlays_dir() / (name + ".qcow2");
@@ -319,11 +333,17 @@ asio::awaitable<std::unique_ptr<Vm>> VmManager::launch(const std::string& langua
 asio::awaitable<void> VmManager::fill_pool(std::string language) {
   const unsigned target = settings_.warm_pool[language];
   while (running_) {
+    std::erase_if(pool_[language], [&](const std::unique_ptr<Vm>& vm) {  // pooled VMs that died
+      if (vm->alive()) return false;
+      vm->vm_.process->destroy();
+      --live_;
+      return true;
+    });
     if (pool_[language].size() < target && has_room()) {
       ++live_;
       std::unique_ptr<Vm> vm;
       try {
-        vm = co_await launch(language);
+        vm = co_await launch(language, {});
       } catch (const std::exception&) {
         // Can't await in a handler: note the failure and back off below.
       }

@@ -107,7 +107,8 @@ class VmManager final : public std::enable_shared_from_this<VmManager> {
 
  private:
   VmManager(asio::any_io_executor executor, VmManagerSettings settings);
-  asio::awaitable<std::unique_ptr<Vm>> launch(const std::string& language);
+  // `label` ("tenant.task", may be empty) becomes part of the VM's name and QEMU's -name.
+  asio::awaitable<std::unique_ptr<Vm>> launch(const std::string& language, const std::string& label);
   asio::awaitable<void> fill_pool(std::string language);
   bool has_room() const;
   bool evict_pooled_except(const std::string& language);
