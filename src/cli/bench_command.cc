@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "bench/engine_bench.h"
 #include "bench/overlay_bench.h"
 #include "bench/run_bench.h"
 #include "cli/commands.h"
@@ -10,6 +11,20 @@
 #include "images/image_store.h"
 
 namespace vial::cli {
+namespace {
+
+// Runs one bench for `language` and prints its JSON; ends the command with its exit code.
+[[noreturn]] void print_bench(const std::string& language, const std::function<nlohmann::json(const Accel&)>& bench) {
+  try {
+    check_image_language(language);
+    std::cout << dump_json(bench(choose_accel(language, false)), 2) << std::endl;
+  } catch (const std::exception& e) {
+    throw CLI::RuntimeError(report_error(e, false, kExitFailure));
+  }
+  throw CLI::RuntimeError(kExitOk);
+}
+
+}  // namespace
 
 void add_bench_command(CLI::App& app) {
   CLI::App* bench = app.add_subcommand("bench", "Measure vial; prints one JSON object, progress on stderr");
@@ -23,16 +38,24 @@ void add_bench_command(CLI::App& app) {
   run->add_flag("--json", *json, "Print JSON (the only format; accepted for symmetry)");
   run->add_flag("--cold", opts->cold, "Boot every VM from scratch instead of restoring the template");
   run->callback([opts] {
-    try {
-      check_image_language(opts->language);
-      opts->accel = choose_accel(opts->language, false);
-      std::cout << dump_json(bench::bench_run(*opts), 2) << std::endl;
-      throw CLI::RuntimeError(kExitOk);
-    } catch (const CLI::RuntimeError&) {
-      throw;
-    } catch (const std::exception& e) {
-      throw CLI::RuntimeError(report_error(e, false, kExitFailure));
-    }
+    print_bench(opts->language, [opts](const Accel& accel) {
+      opts->accel = accel;
+      return bench::bench_run(*opts);
+    });
+  });
+
+  auto engine = std::make_shared<bench::EngineBenchOptions>();
+  CLI::App* e = bench->add_subcommand(
+      "engine", "The engine: cases cold, template_restore, warm_acquire, exec_print; values throughput_per_s, idle_pss_mib");
+  e->add_option("-l,--language", engine->language, "python, javascript or shell")->capture_default_str();
+  e->add_option("-n,--count", engine->count, "Samples per latency case")->capture_default_str();
+  e->add_option("--seconds", engine->throughput_seconds, "Length of the throughput run")->capture_default_str();
+  e->add_flag("--json", *json, "Print JSON (the only format; accepted for symmetry)");
+  e->callback([engine] {
+    print_bench(engine->language, [engine](const Accel& accel) {
+      engine->accel = accel;
+      return bench::bench_engine(*engine);
+    });
   });
 
   auto overlay_opts = std::make_shared<bench::OverlayBenchOptions>();
