@@ -25,7 +25,9 @@ demo: build
 	@echo '$$ vial run -l python -c ...'
 	@$(VIAL) run -l python -c '$(DEMO_CODE)'
 
+# doctor first: it shows the host's state in the log and caches the KVM verdict the tests reuse.
 test: images
+	-@$(VIAL) doctor
 	@ctest --test-dir $(BUILD) --output-on-failure -j 2
 
 unit: build

@@ -44,6 +44,12 @@ KvmProbe probe_kvm(const std::string& language) {
     return {ok, ok ? "" : "the test program gave a wrong answer"};
   } catch (const Interrupted&) {
     throw;
+  } catch (const Error& e) {
+    // Only a guest that fails to boot says something about KVM; anything else (QEMU missing,
+    // no space...) is vial's problem and must not be cached as a verdict.
+    if (e.kind() != ErrorKind::boot_failed && e.kind() != ErrorKind::timeout) throw;
+    std::string first_line = e.what();
+    return {false, first_line.substr(0, first_line.find('\n'))};
   } catch (const std::exception& e) {
     std::string first_line = e.what();
     return {false, first_line.substr(0, first_line.find('\n'))};

@@ -16,6 +16,7 @@
 #include "storage/pristine_overlays.h"
 #include "util/error.h"
 #include "util/paths.h"
+#include "util/process.h"
 #include "vm/host_tsc.h"
 #include "vm/template.h"
 
@@ -158,6 +159,13 @@ asio::awaitable<void> VmManager::start() {
   if (settings_.max_concurrent_vms < 1) throw Error(ErrorKind::invalid_input, "max_concurrent_vms must be at least 1");
   if (settings_.memory_mib < kMinMemoryMib) {
     throw Error(ErrorKind::invalid_input, "memory must be at least " + std::to_string(kMinMemoryMib) + " MiB");
+  }
+  for (const char* program : {"qemu-system-x86_64", "qemu-storage-daemon"}) {
+    if (!find_program(program)) {
+      throw Error(ErrorKind::unavailable, std::string(program) +
+                                              " not found: install QEMU with scripts/install-deps "
+                                              "(apt-get install qemu-system-x86 qemu-utils)");
+    }
   }
   if (settings_.memory_budget_mib == 0) settings_.memory_budget_mib = mem_available_mib() * 8 / 10;
   if (settings_.boot_timeout.count() <= 0) settings_.boot_timeout = default_boot_timeout(settings_.accel);

@@ -1,6 +1,7 @@
 #include "util/process.h"
 
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -48,7 +49,8 @@ int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pi
   for (size_t i = 0; i < n; ++i) ::dup2(high[i], static_cast<int>(3 + i));  // dup2 clears CLOEXEC
   // Not every fd vial holds is O_CLOEXEC (Asio's sockets aren't): a QEMU must not inherit the
   // agent or QMP connections of other VMs, or their peers never see them close.
-  ::syscall(SYS_close_range, 3 + n, ~0U, 0);
+  // CLOEXEC rather than close: the error pipe must stay open until exec succeeds.
+  ::syscall(SYS_close_range, 3 + n, ~0U, CLOSE_RANGE_CLOEXEC);
   ::execvp(argv[0], argv.data());
   int err = errno;
   [[maybe_unused]] auto written = ::write(err_pipe, &err, sizeof err);

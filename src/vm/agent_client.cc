@@ -109,7 +109,7 @@ asio::awaitable<void> AgentClient::write_loop() {
 
 AgentClient::Pending AgentClient::open_request() {
   if (lost_) {
-    throw Error(ErrorKind::internal, "agent connection lost" + (lost_reason_.empty() ? "" : ": " + lost_reason_));
+    throw AgentConnectionLost(lost_reason_);
   }
   uint32_t id = next_id_++;
   auto channel = std::make_shared<FrameChannel>(socket_.get_executor(), 64);
@@ -121,8 +121,7 @@ asio::awaitable<Frame> AgentClient::receive(FrameChannel& channel) {
   auto [ec, frame] = co_await channel.async_receive(asio::as_tuple(asio::use_awaitable));
   if (ec == asio::error::operation_aborted) throw boost::system::system_error(ec);
   if (ec) {
-    throw Error(ErrorKind::internal,
-                "agent connection lost" + (lost_reason_.empty() ? "" : ": " + lost_reason_));
+    throw AgentConnectionLost(lost_reason_);
   }
   if (frame.type == FrameType::error) {
     auto body = agent::parse_body<agent::ErrorBody>(frame.payload);

@@ -16,6 +16,7 @@
 #include <boost/asio/local/stream_protocol.hpp>
 
 #include "agent/protocol.h"
+#include "util/error.h"
 
 namespace vial {
 
@@ -24,6 +25,13 @@ namespace asio = boost::asio;
 struct ExecCallbacks {
   std::function<void(std::string_view)> on_stdout;
   std::function<void(std::string_view)> on_stderr;
+};
+
+// The channel to the guest broke (EOF or a socket error): usually the VM is going down.
+class AgentConnectionLost final : public Error {
+ public:
+  explicit AgentConnectionLost(const std::string& reason)
+      : Error(ErrorKind::internal, "agent connection lost" + (reason.empty() ? "" : ": " + reason)) {}
 };
 
 class AgentClient final : public std::enable_shared_from_this<AgentClient> {

@@ -4,6 +4,16 @@
 
 namespace vial {
 
+bool is_connection_lost(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const AgentConnectionLost&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
 std::chrono::milliseconds time_left(std::chrono::steady_clock::time_point deadline) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
   return std::max(left, std::chrono::milliseconds(0));

@@ -50,6 +50,9 @@ asio::awaitable<std::exception_ptr> capture(asio::awaitable<T> op, CaptureSlot<T
   co_return nullptr;
 }
 
+// True if `error` is an AgentConnectionLost.
+bool is_connection_lost(const std::exception_ptr& error);
+
 // Runs `op` unless `deadline` passes (Error(on_timeout)) or QEMU exits (Error(boot_failed));
 // both errors carry the console tail. What `op` throws is rethrown as it is.
 template <typename T>
@@ -65,7 +68,16 @@ asio::awaitable<T> guarded(asio::awaitable<T> op, VmProcess& vm, std::chrono::mi
   auto outcome = co_await (capture(std::move(op), slot) || timer.async_wait(asio::use_awaitable) ||
                            exit_watch.async_wait(asio::posix::descriptor_base::wait_read, asio::use_awaitable));
   if (outcome.index() == 0) {
-    if (auto error = std::get<0>(outcome)) std::rethrow_exception(error);
+    if (auto error = std::get<0>(outcome)) {
+      // A lost channel usually means QEMU is exiting (a panic): if it is, say so, with the console.
+      if (is_connection_lost(error)) {
+        asio::steady_timer grace(ex, std::chrono::seconds(2));
+        auto exited = co_await (exit_watch.async_wait(asio::posix::descriptor_base::wait_read, asio::use_awaitable) ||
+                                grace.async_wait(asio::use_awaitable));
+        if (exited.index() == 0) throw Error(ErrorKind::boot_failed, vm.describe_failure(what + ": the VM stopped"));
+      }
+      std::rethrow_exception(error);
+    }
     if constexpr (std::is_void_v<T>) {
       co_return;
     } else {

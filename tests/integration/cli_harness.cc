@@ -1,5 +1,7 @@
 #include "cli_harness.h"
 
+#include "util/paths.h"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -49,9 +51,10 @@ fs::path vial_binary() {
   return VIAL_TEST_BIN;
 }
 
+// Where `make` built the images: VIAL_IMAGES_HOME, else vial's own default for this user.
 fs::path real_vial_home() {
   if (const char* v = env_or_null("VIAL_IMAGES_HOME")) return v;
-  return "/var/lib/vial";
+  return vial_home();
 }
 
 fs::path real_images_dir() { return real_vial_home() / "images"; }
