@@ -34,7 +34,7 @@ std::optional<ImageInfo> find_image(const std::string& language) {
   // depend on a symlink (e.g. a test's VIAL_HOME linking to a shared images/) staying put.
   std::error_code canon_ec;
   info.dir = fs::weakly_canonical(images_dir() / language, canon_ec);
-  info.kernel = info.dir / "vmlinuz";
+  info.kernel = info.dir / "vmlinux";
   info.initramfs = info.dir / "initramfs.img";
   info.rootfs = info.dir / "rootfs.qcow2";
   fs::path manifest = info.dir / "manifest.json";

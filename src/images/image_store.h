@@ -1,4 +1,4 @@
-// Guest images on disk: $VIAL_HOME/images/<language>/{vmlinuz,initramfs.img,rootfs.qcow2,manifest.json}.
+// Guest images on disk: $VIAL_HOME/images/<language>/{vmlinux,initramfs.img,rootfs.qcow2,manifest.json}.
 // Building is delegated to images/build-image (mmdebstrap, mkfs.ext4, qemu-img), which
 // also decides what is stale; this file finds, lists and removes what it built.
 #pragma once

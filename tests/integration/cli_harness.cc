@@ -62,7 +62,7 @@ fs::path real_images_dir() { return real_vial_home() / "images"; }
 std::optional<std::string> missing_image(const std::string& language) {
   std::error_code ec;
   fs::path dir = real_images_dir() / language;
-  for (const char* f : {"vmlinuz", "initramfs.img", "rootfs.qcow2", "manifest.json"}) {
+  for (const char* f : {"vmlinux", "initramfs.img", "rootfs.qcow2", "manifest.json"}) {
     if (!fs::is_regular_file(dir / f, ec)) {
       return "the " + language + " image is not built in " + real_images_dir().string() +
              " (missing " + f + "): run `build/bin/vial image build " + language +

@@ -21,7 +21,7 @@ set +e; "$B" --lang cobol --out "$out" --agent "$agent" 2>/dev/null; rc=$?; set 
 [ $rc = 2 ] || fail "bad --lang should exit 2, got $rc"
 
 "$B" --lang shell --out "$out" --agent "$agent" --cache "$cache" || fail "build"
-for f in vmlinuz initramfs.img rootfs.qcow2 manifest.json; do [ -s "$out/$f" ] || fail "missing $f"; done
+for f in vmlinux initramfs.img rootfs.qcow2 manifest.json; do [ -s "$out/$f" ] || fail "missing $f"; done
 python3 - "$out" "$agent" <<'PY'
 import hashlib, json, os, sys
 d, agent = sys.argv[1], sys.argv[2]

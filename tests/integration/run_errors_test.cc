@@ -99,7 +99,7 @@ class BrokenGuestTest : public RunErrorsTest {
     fs::copy_file("/bin/busybox", root / "bin/busybox");
     std::ofstream(root / "init") << "#!/bin/busybox sh\n" << init_script;
     fs::permissions(root / "init", fs::perms::owner_all | fs::perms::group_read | fs::perms::others_read);
-    fs::create_symlink(real / "vmlinuz", dir / "vmlinuz");
+    fs::create_symlink(real / "vmlinux", dir / "vmlinux");
     fs::create_symlink(real / "rootfs.qcow2", dir / "rootfs.qcow2");
     fs::copy_file(real / "manifest.json", dir / "manifest.json");
     auto r = run_program({"/bin/sh", "-c", "cd '" + root.string() + "' && find . | cpio -o -H newc --quiet > '" +

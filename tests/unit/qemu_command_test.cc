@@ -17,7 +17,7 @@ VmConfig base_config(AccelKind kind = AccelKind::tcg) {
   VmConfig c;
   c.accel = {kind, "test"};
   c.name = "vial-vm-1-0";
-  c.kernel = "/images/python/vmlinuz";
+  c.kernel = "/images/python/vmlinux";
   c.initramfs = "/images/python/initramfs.img";
   c.root_disk = "/home/run/overlays/vm-1-0.qcow2";
   c.agent_socket = "/home/run/vm-1-0/agent.sock";
@@ -55,7 +55,7 @@ TEST(QemuCommandTest, MicrovmWithoutDefaultsOrNetwork) {
   EXPECT_EQ(value_of(argv, "-name"), "vial-vm-1-0");
   EXPECT_EQ(value_of(argv, "-m"), "256");
   EXPECT_EQ(value_of(argv, "-smp"), "1");
-  EXPECT_EQ(value_of(argv, "-kernel"), "/images/python/vmlinuz");
+  EXPECT_EQ(value_of(argv, "-kernel"), "/images/python/vmlinux");
   EXPECT_EQ(value_of(argv, "-initrd"), "/images/python/initramfs.img");
   for (const auto& dev : values_of(argv, "-device")) {
     EXPECT_THAT(dev, Not(HasSubstr("net"))) << "no network device at all";
