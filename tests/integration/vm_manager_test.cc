@@ -103,10 +103,21 @@ std::string tree(const fs::path& dir) {
 // Stops the manager however the test body leaves (its pool fillers only end after stop()).
 struct StopOnExit {
   std::shared_ptr<VmManager> manager;
+  explicit StopOnExit(std::shared_ptr<VmManager> m) : manager(std::move(m)) {}
+  StopOnExit(StopOnExit&& other) noexcept : manager(std::move(other.manager)) {}
+  StopOnExit(const StopOnExit&) = delete;
+  StopOnExit& operator=(const StopOnExit&) = delete;
   ~StopOnExit() {
     if (manager) manager->stop();
   }
 };
+
+// A started manager with `s`, stopped when the returned guard goes out of scope.
+asio::awaitable<StopOnExit> start_manager(VmManagerSettings s) {
+  StopOnExit guard{VmManager::create(co_await asio::this_coro::executor, std::move(s))};
+  co_await guard.manager->start();
+  co_return guard;
+}
 
 class VmManagerTest : public VialHomeTest {
  protected:
@@ -202,9 +213,8 @@ TEST_P(VmManagerLanguageTest, CreateExecuteDestroy) {
   const LanguageCase c = GetParam();
   VIAL_REQUIRE_IMAGE(c.language);
   run_engine([&]() -> asio::awaitable<void> {
-    auto manager = VmManager::create(co_await asio::this_coro::executor, settings());
-    StopOnExit stopper{manager};
-    co_await manager->start();
+    auto stopper = co_await start_manager(settings());
+    auto& manager = stopper.manager;
     auto vm = co_await manager->create_vm(c.language, "tenant-a", "task-1");
     need(vm != nullptr, "create_vm returned null");
     EXPECT_EQ(vm->language(), c.language);
@@ -252,9 +262,8 @@ TEST_F(VmManagerTest, ColdBootWithoutTemplates) {
   run_engine([&]() -> asio::awaitable<void> {
     auto s = settings();
     s.use_templates = false;
-    auto manager = VmManager::create(co_await asio::this_coro::executor, s);
-    StopOnExit stopper{manager};
-    co_await manager->start();
+    auto stopper = co_await start_manager(s);
+    auto& manager = stopper.manager;
     auto vm = co_await manager->create_vm("python");
     EXPECT_EQ(vm->source(), VmSource::cold);
     RunResult r = co_await exec(*vm, "print(6*7)");
@@ -274,9 +283,8 @@ TEST_F(VmManagerTest, WarmPoolServesAndRefills) {
     auto s = settings();
     s.warm_pool = {{"python", 1}};
     s.max_concurrent_vms = 2;
-    auto manager = VmManager::create(co_await asio::this_coro::executor, s);
-    StopOnExit stopper{manager};
-    co_await manager->start();
+    auto stopper = co_await start_manager(s);
+    auto& manager = stopper.manager;
     const auto pooled = [&] { return manager->stats().pooled["python"]; };
     need(co_await poll_until([&] { return pooled() == 1; }, 180s), "the python pool never filled");
     EXPECT_EQ(manager->stats().live, 1u);
@@ -313,9 +321,8 @@ TEST_F(VmManagerTest, DeadPooledVmIsReplaced) {
     auto s = settings();
     s.warm_pool = {{"python", 1}};
     s.max_concurrent_vms = 2;
-    auto manager = VmManager::create(co_await asio::this_coro::executor, s);
-    StopOnExit stopper{manager};
-    co_await manager->start();
+    auto stopper = co_await start_manager(s);
+    auto& manager = stopper.manager;
     need(co_await poll_until([&] { return manager->stats().pooled["python"] == 1; }, 180s),
          "the python pool never filled");
     auto pids = qemu_pids_containing(qemu_needle());
@@ -345,9 +352,8 @@ TEST_F(VmManagerTest, DeadPooledVmIsReplaced) {
 TEST_F(VmManagerTest, StatePersistsAcrossExecutes) {
   VIAL_REQUIRE_IMAGE("python");
   run_engine([&]() -> asio::awaitable<void> {
-    auto manager = VmManager::create(co_await asio::this_coro::executor, settings());
-    StopOnExit stopper{manager};
-    co_await manager->start();
+    auto stopper = co_await start_manager(settings());
+    auto& manager = stopper.manager;
     auto vm = co_await manager->create_vm("python");
     RunResult w = co_await exec(*vm,
                                 "import os\n"
@@ -375,9 +381,8 @@ TEST_F(VmManagerTest, StatePersistsAcrossExecutes) {
 TEST_F(VmManagerTest, ShellStatePersistsAcrossExecutes) {
   VIAL_REQUIRE_IMAGE("shell");
   run_engine([&]() -> asio::awaitable<void> {
-    auto manager = VmManager::create(co_await asio::this_coro::executor, settings());
-    StopOnExit stopper{manager};
-    co_await manager->start();
+    auto stopper = co_await start_manager(settings());
+    auto& manager = stopper.manager;
     auto vm = co_await manager->create_vm("shell");
     RunResult w = co_await exec(*vm, "echo one > ~/counter; mkdir -p /tmp/d && echo two > /tmp/d/f");
     EXPECT_EQ(w.exit_code, 0) << describe(w);
@@ -393,9 +398,8 @@ TEST_F(VmManagerTest, ShellStatePersistsAcrossExecutes) {
 TEST_F(VmManagerTest, TimeoutLeavesVmUsable) {
   VIAL_REQUIRE_IMAGE("python");
   run_engine([&]() -> asio::awaitable<void> {
-    auto manager = VmManager::create(co_await asio::this_coro::executor, settings());
-    StopOnExit stopper{manager};
-    co_await manager->start();
+    auto stopper = co_await start_manager(settings());
+    auto& manager = stopper.manager;
     auto vm = co_await manager->create_vm("python");
     const auto start = Clock::now();
     RunResult t = co_await exec(*vm, "print('before', flush=True)\nwhile True:\n    pass\n", 1s);
@@ -425,9 +429,8 @@ TEST_F(VmManagerTest, CapacityErrorWhenFull) {
     auto s = settings();
     s.max_concurrent_vms = 1;
     s.admission_timeout = 2s;
-    auto manager = VmManager::create(co_await asio::this_coro::executor, s);
-    StopOnExit stopper{manager};
-    co_await manager->start();
+    auto stopper = co_await start_manager(s);
+    auto& manager = stopper.manager;
     auto held = co_await manager->create_vm("python");
     EXPECT_EQ(manager->stats().admission_rejections, 0u);
 
@@ -502,9 +505,8 @@ double host_now_s() {
 TEST_F(VmManagerTest, ClonesHaveUniqueEntropyAndHostClock) {
   VIAL_REQUIRE_IMAGE("python");
   run_engine([&]() -> asio::awaitable<void> {
-    auto manager = VmManager::create(co_await asio::this_coro::executor, settings());
-    StopOnExit stopper{manager};
-    co_await manager->start();
+    auto stopper = co_await start_manager(settings());
+    auto& manager = stopper.manager;
     const std::string code =
         "import os, random, uuid, time\n"
         "print(os.urandom(16).hex())\n"
@@ -554,9 +556,8 @@ TEST_F(VmManagerTest, ClonesHaveUniqueEntropyAndHostClock) {
 TEST_F(VmManagerTest, JavascriptClonesHaveUniqueEntropy) {
   VIAL_REQUIRE_IMAGE("javascript");
   run_engine([&]() -> asio::awaitable<void> {
-    auto manager = VmManager::create(co_await asio::this_coro::executor, settings());
-    StopOnExit stopper{manager};
-    co_await manager->start();
+    auto stopper = co_await start_manager(settings());
+    auto& manager = stopper.manager;
     const std::string code =
         "const c = require('crypto');\n"
         "console.log(c.randomBytes(16).toString('hex'));\n"
@@ -662,9 +663,8 @@ TEST_F(VmManagerTest, StopKillsPooledAndHandedOutVms) {
     auto s = settings();
     s.warm_pool = {{"python", 1}};
     s.max_concurrent_vms = 2;
-    auto manager = VmManager::create(co_await asio::this_coro::executor, s);
-    StopOnExit stopper{manager};
-    co_await manager->start();
+    auto stopper = co_await start_manager(s);
+    auto& manager = stopper.manager;
     const auto pooled = [&] { return manager->stats().pooled["python"]; };
     need(co_await poll_until([&] { return pooled() == 1; }, 180s), "the python pool never filled");
     auto handed = co_await manager->create_vm("python");
@@ -795,9 +795,8 @@ TEST_F(VmManagerTest, WarmPoolNeedsTemplates) {
 TEST_F(VmManagerTest, InvalidRequestsAreRejected) {
   VIAL_REQUIRE_IMAGE("python");
   run_engine([&]() -> asio::awaitable<void> {
-    auto manager = VmManager::create(co_await asio::this_coro::executor, settings());
-    StopOnExit stopper{manager};
-    co_await manager->start();
+    auto stopper = co_await start_manager(settings());
+    auto& manager = stopper.manager;
     std::string msg;
     auto unknown = co_await error_kind_of([&]() -> asio::awaitable<void> { co_await manager->create_vm("cobol"); }, &msg);
     EXPECT_EQ(unknown, ErrorKind::invalid_input) << msg;
