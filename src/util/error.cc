@@ -8,6 +8,7 @@ std::string_view to_string(ErrorKind kind) {
   switch (kind) {
     case ErrorKind::invalid_input: return "invalid_input";
     case ErrorKind::not_found: return "not_found";
+    case ErrorKind::conflict: return "conflict";
     case ErrorKind::unavailable: return "unavailable";
     case ErrorKind::boot_failed: return "boot_failed";
     case ErrorKind::timeout: return "timeout";

@@ -11,6 +11,7 @@ namespace vial {
 enum class ErrorKind {
   invalid_input,  // the caller asked for something malformed; fix the request
   not_found,      // an image, file or machine that does not exist
+  conflict,       // the target exists already or is busy (a name taken, a session running code)
   unavailable,    // a host prerequisite is missing (qemu, kernel, permissions)
   boot_failed,    // the guest never became ready
   timeout,        // a deadline of vial's own expired
