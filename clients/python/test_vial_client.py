@@ -1,0 +1,199 @@
+"""Tests of vial_client against a real `vial serve`.
+
+Run them with tests/clients/run_client_tests.sh VIAL_BINARY python (CTest: ClientsPython): it
+starts the server and sets VIAL_TEST_SOCKET, VIAL_TEST_URL and VIAL_TEST_TOKEN.
+"""
+
+import os
+import unittest
+from unittest import mock
+
+import vial_client
+from vial_client import InvalidInput, NotFound, VialClient
+
+SOCKET = os.environ.get("VIAL_TEST_SOCKET")
+URL = os.environ.get("VIAL_TEST_URL")
+TOKEN = os.environ.get("VIAL_TEST_TOKEN")
+needs_server = unittest.skipUnless(SOCKET, "no server: run tests/clients/run_client_tests.sh VIAL_BINARY python")
+
+# Writes to stdout and stderr alternately, flushing each, so the stream shows the order.
+INTERLEAVED = """
+import sys, time
+for i in range(3):
+    print(f"out{i}", flush=True)
+    time.sleep(0.05)
+    print(f"err{i}", file=sys.stderr, flush=True)
+    time.sleep(0.05)
+"""
+
+
+def expected_interleaving():
+    return [(kind, f"{kind[:3]}{i}\n") for i in range(3) for kind in ("stdout", "stderr")]
+
+
+def merged_output(events):
+    """(type, data) pairs with consecutive chunks of one stream joined, split back into lines."""
+    pairs = []
+    for e in events:
+        for line in e["data"].splitlines(keepends=True):
+            pairs.append((e["type"], line))
+    return pairs
+
+
+class DefaultSocketTest(unittest.TestCase):
+    def test_vial_socket_wins(self):
+        with mock.patch.dict(os.environ, {"VIAL_SOCKET": "/x/s.sock", "VIAL_HOME": "/h"}):
+            self.assertEqual(vial_client.default_socket_path(), "/x/s.sock")
+
+    def test_vial_home(self):
+        with mock.patch.dict(os.environ, {"VIAL_SOCKET": "", "VIAL_HOME": "/h"}):
+            self.assertEqual(vial_client.default_socket_path(), "/h/run/vial.sock")
+
+    def test_user_default(self):
+        env = {"VIAL_SOCKET": "", "VIAL_HOME": "", "XDG_DATA_HOME": "", "HOME": "/home/u"}
+        with mock.patch.dict(os.environ, env), mock.patch("os.geteuid", return_value=1000):
+            self.assertEqual(vial_client.default_socket_path(), "/home/u/.local/share/vial/run/vial.sock")
+        with mock.patch.dict(os.environ, env), mock.patch("os.geteuid", return_value=0):
+            self.assertEqual(vial_client.default_socket_path(), "/var/lib/vial/run/vial.sock")
+
+    def test_socket_and_url_exclude_each_other(self):
+        with self.assertRaises(ValueError):
+            VialClient(socket_path="/s", base_url="http://127.0.0.1:1")
+
+
+@needs_server
+class RunTest(unittest.TestCase):
+    def setUp(self):
+        self.vial = VialClient(socket_path=SOCKET)
+
+    def test_health_and_metrics(self):
+        health = self.vial.health()
+        self.assertEqual(health["status"], "ok")
+        self.assertIn("accel", health)
+        self.assertIn("vial_sandboxes", self.vial.metrics())
+
+    def test_run_code_with_env_stdin_and_files(self):
+        code = ("import os, sys\n"
+                "print(os.environ['GREETING'], sys.stdin.read())\n"
+                "print(open('note.txt').read(), open('blob.bin', 'rb').read().hex())\n"
+                "sys.exit(3)\n")
+        r = self.vial.run("python", code=code, env={"GREETING": "hi"}, stdin="from stdin",
+                          files={"note.txt": "a note", "blob.bin": b"\x00\xff\x10"})
+        self.assertEqual(r["stdout"], "hi from stdin\na note 00ff10\n", r)
+        self.assertEqual(r["exit_code"], 3, r)  # a failing program is a result, not an error
+        self.assertFalse(r["timed_out"])
+        self.assertIn(r["source"], ("warm", "template", "cold"))
+
+    def test_run_argv(self):
+        r = self.vial.run("python", argv=["python3", "-c", "import sys; print(sys.argv[1:])", "a b", "c"])
+        self.assertEqual(r["stdout"], "['a b', 'c']\n", r)
+        self.assertEqual(r["exit_code"], 0)
+
+    def test_run_stream_keeps_order_and_ends_with_result(self):
+        events = list(self.vial.run_stream("python", code=INTERLEAVED))
+        self.assertEqual(events[-1]["type"], "result", events)
+        self.assertEqual(events[-1]["exit_code"], 0)
+        self.assertNotIn("stdout", events[-1])
+        self.assertEqual(merged_output(events[:-1]), expected_interleaving())
+
+    def test_bad_input_is_400(self):
+        with self.assertRaises(InvalidInput) as e:
+            self.vial.run("cobol", code="DISPLAY 'HI'")
+        self.assertEqual(e.exception.status, 400)
+        self.assertEqual(e.exception.code, "invalid_input")
+        self.assertTrue(e.exception.message)
+        with self.assertRaises(InvalidInput):
+            self.vial.run("python")  # neither code nor argv
+        with self.assertRaises(InvalidInput):
+            self.vial.run("python", code="1", timeout=0)
+
+    def test_unknown_session_is_404(self):
+        with self.assertRaises(NotFound) as e:
+            self.vial.session("no-such-session")
+        self.assertEqual((e.exception.status, e.exception.code), (404, "not_found"))
+
+
+@needs_server
+class SessionTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.vial = VialClient(socket_path=SOCKET)
+        cls.session = cls.vial.create_session("python")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.session.__exit__(None, None, None)
+
+    def test_state_is_kept_across_execs(self):
+        self.assertEqual(self.session.exec(code="x = 41")["exit_code"], 0)
+        r = self.session.exec(code="print(x + 1)")
+        self.assertEqual(r["stdout"], "42\n", r)
+
+    def test_binary_file_round_trip_and_listing(self):
+        data = bytes(range(256)) * 512 + os.urandom(4096)
+        reply = self.session.put_file("dir/data.bin", data, mode=0o600)
+        self.assertEqual(reply["size"], len(data))
+        self.assertEqual(self.session.get_file("dir/data.bin"), data)
+        entries = {e["name"]: e for e in self.session.list_files("dir")}
+        self.assertEqual(entries["data.bin"]["size"], len(data), entries)
+        self.assertEqual(entries["data.bin"]["mode"] & 0o777, 0o600, entries)
+        self.assertIn("dir", [e["name"] for e in self.session.list_files()])
+        # The program sees the uploaded file too.
+        r = self.session.exec(code="print(len(open('dir/data.bin', 'rb').read()))")
+        self.assertEqual(r["stdout"], f"{len(data)}\n")
+
+    def test_paths_leaving_the_home_are_400(self):
+        for path in ("../etc/passwd", "/etc/passwd"):
+            with self.assertRaises(InvalidInput, msg=path):
+                self.session.get_file(path)
+
+    def test_missing_file_is_404(self):
+        with self.assertRaises(NotFound):
+            self.session.get_file("does-not-exist")
+
+    def test_exec_stream(self):
+        events = list(self.session.exec_stream(code=INTERLEAVED))
+        self.assertEqual(events[-1]["type"], "result", events)
+        self.assertEqual(merged_output(events[:-1]), expected_interleaving())
+        self.assertEqual(self.session.refresh()["id"], self.session.id)  # still alive
+
+    def test_listed(self):
+        self.assertIn(self.session.id, [s["id"] for s in self.vial.sessions()])
+
+
+@needs_server
+class DeleteTest(unittest.TestCase):
+    def test_deleted_session_is_gone(self):
+        vial = VialClient(socket_path=SOCKET)
+        with vial.create_session("python") as s:
+            s.delete()
+            with self.assertRaises(NotFound):
+                s.exec(code="print(1)")
+            with self.assertRaises(NotFound):
+                vial.session(s.id)
+        # __exit__ tolerated the session being gone already.
+        self.assertNotIn(s.id, [x["id"] for x in vial.sessions()])
+
+
+@needs_server
+class TcpTest(unittest.TestCase):
+    def test_token_required(self):
+        with self.assertRaises(vial_client.Unauthorized) as e:
+            VialClient(base_url=URL).sessions()
+        self.assertEqual(e.exception.status, 401)
+        with self.assertRaises(vial_client.Forbidden) as e:
+            VialClient(base_url=URL, token="wrong-token-wrong-token").sessions()
+        self.assertEqual(e.exception.status, 403)
+        self.assertEqual(VialClient(base_url=URL).health()["status"], "ok")  # healthz needs no token
+
+    def test_run_with_token(self):
+        r = VialClient(base_url=URL, token=TOKEN).run("python", code="print('over tcp')")
+        self.assertEqual(r["stdout"], "over tcp\n", r)
+
+    def test_stream_with_token(self):
+        events = list(VialClient(base_url=URL, token=TOKEN).run_stream("python", code="print('s')"))
+        self.assertEqual([e["type"] for e in events], ["stdout", "result"])
+
+
+if __name__ == "__main__":
+    unittest.main()
