@@ -310,7 +310,10 @@ class VialClient:
                     raise _make_error(_STATUS_OF_CODE.get(error.get("code"), 500), error)
                 yield event
         finally:
-            conn.close()  # early close: the server cancels the run
+            # Hang up (the response owns the socket once the connection handed it over): if the
+            # stream did not end, the server cancels the run.
+            resp.close()
+            conn.close()
 
     # --- API -----------------------------------------------------------------------------
 

@@ -301,7 +301,7 @@ export class Session {
     await this.client.json('DELETE', this.#path);
   }
 
-  /** For `await using s = await vial.createSession()`: deletes it, tolerating it being gone. */
+  /** Deletes the session, tolerating it being gone (`await using` in TypeScript 5.2+). */
   async [Symbol.asyncDispose]() {
     try {
       await this.delete();
