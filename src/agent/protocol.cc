@@ -148,6 +148,8 @@ void to_json(nlohmann::json& j, const ExecRequest& v) {
   j["timeout_ms"] = v.timeout_ms;
   j["stdout_limit"] = v.stdout_limit;
   j["stderr_limit"] = v.stderr_limit;
+  if (v.as_root) j["as_root"] = true;
+  if (!v.session.empty()) j["session"] = v.session;
 }
 
 void from_json(const nlohmann::json& j, ExecRequest& v) {
@@ -185,6 +187,12 @@ void from_json(const nlohmann::json& j, ExecRequest& v) {
   };
   limit("stdout_limit", r.stdout_limit);
   limit("stderr_limit", r.stderr_limit);
+  if (j.contains("as_root") && !j.at("as_root").is_null()) r.as_root = j.at("as_root").get<bool>();
+  if (j.contains("session") && !j.at("session").is_null()) {
+    r.session = j.at("session").get<std::string>();
+    if (!r.session.empty() && r.language != "python")
+      throw std::invalid_argument("session is only supported for python code");
+  }
   v = std::move(r);
 }
 

@@ -103,6 +103,14 @@ struct ExecRequest {
   uint32_t timeout_ms = 30000;  // 0 is invalid
   uint64_t stdout_limit = 1u << 20;
   uint64_t stderr_limit = 100u << 10;
+  // Run as root instead of the sandbox user (uid/gid 1000). Named machines use it: there the
+  // user owns the whole VM, and root in the guest is root of that VM only (the VM is the
+  // isolation boundary), so this opens nothing outside it. Still in its own cgroup with limits.
+  bool as_root = false;
+  // Non-empty (python code only): run the code in this session's persistent interpreter, so
+  // variables, imports and functions survive to the session's next exec, as in a notebook.
+  // One exec at a time per session (another is refused with `busy`). Empty: a fresh process.
+  std::string session;
 };
 
 struct ExecResult {

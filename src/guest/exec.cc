@@ -166,7 +166,8 @@ std::unique_ptr<Exec> Exec::spawn(uint32_t id, const agent::ExecRequest& req,
     }
   }
 
-  bool drop = cfg.drop_privileges;
+  // as_root keeps the agent's root: root of this VM only, which is the isolation boundary.
+  bool drop = cfg.drop_privileges && !req.as_root;
   const char* cwd_c = cwd.c_str();
   pid_t pid = fork();
   if (pid < 0) {
@@ -249,7 +250,8 @@ std::unique_ptr<Exec> Exec::spawn(uint32_t id, const agent::ExecRequest& req,
 }
 
 bool Exec::wants_warm(const agent::ExecRequest& req) {
-  if (req.language != "python") return false;
+  // The zygote runs as the sandbox user: a root program starts cold.
+  if (req.language != "python" || req.as_root) return false;
   // PYTHON* variables change how the interpreter starts: only a cold start honours them.
   for (const auto& [k, v] : req.env)
     if (k.rfind("PYTHON", 0) == 0) return false;
@@ -331,6 +333,7 @@ void Exec::on_exit(int status, const rusage& ru, int64_t now) {
 void Exec::close_stdin() {
   close_fd(in_fd);
   stdin_buf.clear();
+  stdin_off = 0;
 }
 
 agent::ExecResult Exec::result() const {

@@ -46,7 +46,8 @@ class Exec final {
   uint32_t id = 0;
   pid_t pid = -1;
   int out_fd = -1, err_fd = -1, in_fd = -1;
-  std::string stdin_buf;      // bytes waiting for the program's stdin
+  std::string stdin_buf;      // bytes for the program's stdin; written up to stdin_off
+  size_t stdin_off = 0;
   bool stdin_eof = false;     // close stdin once stdin_buf is written
   uint64_t out_limit = 0, err_limit = 0;
   uint64_t out_bytes = 0, err_bytes = 0;  // bytes read from each pipe

@@ -140,10 +140,11 @@ void Server::read_pipe(Exec& ex, bool is_err) {
 }
 
 void Server::write_stdin(Exec& ex) {
-  while (ex.in_fd >= 0 && !ex.stdin_buf.empty()) {
-    ssize_t n = write(ex.in_fd, ex.stdin_buf.data(), ex.stdin_buf.size());
+  // An offset instead of erasing the front: a big upload is written a pipe's worth at a time.
+  while (ex.in_fd >= 0 && ex.stdin_off < ex.stdin_buf.size()) {
+    ssize_t n = write(ex.in_fd, ex.stdin_buf.data() + ex.stdin_off, ex.stdin_buf.size() - ex.stdin_off);
     if (n > 0) {
-      ex.stdin_buf.erase(0, static_cast<size_t>(n));
+      ex.stdin_off += static_cast<size_t>(n);
     } else if (n < 0 && errno == EINTR) {
       continue;
     } else if (n < 0 && errno == EAGAIN) {
@@ -152,6 +153,10 @@ void Server::write_stdin(Exec& ex) {
       ex.close_stdin();  // EPIPE: the program closed its stdin; drop the rest
       return;
     }
+  }
+  if (ex.stdin_off == ex.stdin_buf.size()) {
+    ex.stdin_buf.clear();
+    ex.stdin_off = 0;
   }
   if (ex.in_fd >= 0 && ex.stdin_eof && ex.stdin_buf.empty()) ex.close_stdin();
 }

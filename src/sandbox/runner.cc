@@ -12,8 +12,14 @@ namespace vial {
 
 void validate(const RunRequest& r) {
   check_image_language(r.language);
-  if (r.code.find_first_not_of(" \t\r\n") == std::string::npos) {
-    throw Error(ErrorKind::invalid_input, "code is empty: pass -c CODE or a file with code in it");
+  if (!r.argv.empty()) {
+    if (!r.code.empty()) throw Error(ErrorKind::invalid_input, "give either code or argv, not both");
+    if (r.argv[0].empty()) throw Error(ErrorKind::invalid_input, "argv[0] is empty: name the program to run");
+    for (const auto& arg : r.argv) {
+      if (arg.find('\0') != std::string::npos) throw Error(ErrorKind::invalid_input, "argv contains a NUL byte");
+    }
+  } else if (r.code.find_first_not_of(" \t\r\n") == std::string::npos) {
+    throw Error(ErrorKind::invalid_input, "code is empty: pass code (-c CODE or a file with code in it) or an argv");
   }
   if (r.timeout.count() <= 0 || r.timeout > kMaxRunTimeout) {
     throw Error(ErrorKind::invalid_input, "timeout must be between 1 and " +

@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <boost/asio/awaitable.hpp>
 
@@ -21,8 +22,10 @@ inline constexpr uint64_t kDefaultStderrLimit = 100u << 10;
 inline constexpr int kTimeoutExitCode = 124;
 
 struct RunRequest {
-  std::string language;  // python | javascript | shell
+  std::string language;  // python | javascript | shell: selects the VM image
+  // Exactly one of code (in `language`) and argv (a program run directly, looked up in PATH).
   std::string code;
+  std::vector<std::string> argv;
   std::map<std::string, std::string> env;
   std::string cwd;  // empty: the sandbox user's home
   std::optional<std::string> stdin_data;
@@ -30,6 +33,9 @@ struct RunRequest {
   unsigned memory_mib = 256;
   uint64_t stdout_limit = kDefaultStdoutLimit;
   uint64_t stderr_limit = kDefaultStderrLimit;
+  // Run as root in the guest instead of the sandbox user (named machines, whose user owns the
+  // VM; root there is root of that VM only).
+  bool as_root = false;
 };
 
 // Throws Error(invalid_input) naming the bad field.

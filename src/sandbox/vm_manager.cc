@@ -85,8 +85,13 @@ TemplateSpec template_spec(const ImageInfo& image, const VmConfig& config) {
 
 agent::ExecRequest to_exec_request(const RunRequest& r) {
   agent::ExecRequest e;
-  e.language = r.language;
-  e.code = r.code;
+  if (r.argv.empty()) {
+    e.language = r.language;
+    e.code = r.code;
+  } else {
+    e.argv = r.argv;  // the language only chose the VM's image
+  }
+  e.as_root = r.as_root;
   e.env = r.env;
   e.cwd = r.cwd;
   e.timeout_ms = static_cast<uint32_t>(std::chrono::milliseconds(r.timeout).count());

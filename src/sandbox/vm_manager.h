@@ -54,9 +54,13 @@ class Vm final {
   VmSource source() const { return source_; }
   pid_t qemu_pid() const { return vm_.process->pid(); }
   bool alive() const { return vm_.process->running(); }
+  // The VM's agent channel, for guest file operations (sandbox/guest_files.h) and raw execs.
+  // Calls through it are not bounded by the VM's death the way execute() is: a dead VM ends
+  // them with AgentConnectionLost.
+  std::shared_ptr<AgentClient> agent() const { return vm_.agent; }
 
-  // Runs request.code (request.language must be this VM's). A timeout kills only the
-  // program; the VM stays usable. What the program did is data; vial's failures throw.
+  // Runs request.code or request.argv (request.language must be this VM's). A timeout kills
+  // only the program; the VM stays usable. What the program did is data; vial's failures throw.
   asio::awaitable<RunResult> execute(const RunRequest& request, const ExecCallbacks& stream,
                                      bool collect_output = true);
 

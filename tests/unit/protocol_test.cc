@@ -124,6 +124,15 @@ TEST(Protocol, ExecRequestDefaultsAndRoundTrip) {
   EXPECT_EQ(back.timeout_ms, 5u);
   EXPECT_EQ(back.stdout_limit, 10u);
   EXPECT_EQ(back.stderr_limit, 11u);
+  EXPECT_FALSE(back.as_root);
+  EXPECT_EQ(back.session, "");
+  EXPECT_FALSE(json(full).contains("as_root")) << "defaults stay off the wire";
+  EXPECT_FALSE(json(full).contains("session"));
+  full.as_root = true;
+  full.session = "nb-1";
+  back = json(full).get<ExecRequest>();
+  EXPECT_TRUE(back.as_root);
+  EXPECT_EQ(back.session, "nb-1");
   // Signed JSON integers (as built in C++) are accepted too.
   EXPECT_EQ(json({{"argv", {"x"}}, {"timeout_ms", 7}}).get<ExecRequest>().timeout_ms, 7u);
 }
@@ -135,7 +144,10 @@ TEST(Protocol, ExecRequestRejectsInvalid) {
            R"({"code":"x","language":"cobol"})", R"({"argv":["ls"],"timeout_ms":0})",
            R"({"argv":["ls"],"timeout_ms":-1})", R"({"argv":["ls"],"timeout_ms":"5"})",
            R"({"argv":["ls"],"stdin":1})", R"({"argv":["ls"],"env":{"A":1}})",
-           R"({"argv":["ls"],"stdout_limit":-5})", R"({"argv":[1]})"}) {
+           R"({"argv":["ls"],"stdout_limit":-5})", R"({"argv":[1]})",
+           R"({"argv":["ls"],"as_root":1})", R"({"argv":["ls"],"session":"s"})",
+           R"({"code":"x","language":"shell","session":"s"})",
+           R"({"code":"x","language":"python","session":7})"}) {
     EXPECT_THROW(parse_body<ExecRequest>(bad), std::invalid_argument) << bad;
   }
 }

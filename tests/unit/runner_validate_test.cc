@@ -52,6 +52,20 @@ TEST(RunnerValidateTest, EmptyOrBlankCode) {
   EXPECT_THAT(rejection(r), HasSubstr("code is empty"));
 }
 
+TEST(RunnerValidateTest, CodeOrArgvButNotBoth) {
+  auto r = good();
+  r.argv = {"ls", "-l"};
+  EXPECT_THAT(rejection(r), HasSubstr("either code or argv"));
+  r.code = "";
+  EXPECT_EQ(rejection(r), "");
+  r.argv = {"", "x"};
+  EXPECT_THAT(rejection(r), HasSubstr("argv[0]"));
+  r.argv = {"ls", std::string("a\0b", 3)};
+  EXPECT_THAT(rejection(r), HasSubstr("NUL"));
+  r.argv.clear();
+  EXPECT_THAT(rejection(r), HasSubstr("or an argv"));
+}
+
 TEST(RunnerValidateTest, TimeoutBounds) {
   auto r = good();
   r.timeout = std::chrono::seconds(0);
