@@ -15,7 +15,7 @@ ArchiveReader open_tar_reader(const std::filesystem::path& path, const std::stri
   archive_read_support_filter_all(a.get());
   archive_read_support_format_tar(a.get());
   if (archive_read_open_filename(a.get(), path.c_str(), 1 << 16) != ARCHIVE_OK) {
-    throw Error(ErrorKind::invalid_input, "cannot read " + what + ": " + archive_message(a.get()));
+    throw Error(ErrorKind::invalid_input, what + " is not a tar archive (" + archive_message(a.get()) + ")");
   }
   return a;
 }

@@ -19,8 +19,8 @@ using ArchiveReader = std::unique_ptr<archive, ArchiveReadFree>;
 using ArchiveWriter = std::unique_ptr<archive, ArchiveWriteFree>;
 
 // A reader of `path` for tar archives, plain or compressed with anything libarchive knows
-// (gzip, zstd, xz, bzip2...). Throws Error(invalid_input) when it is not such an archive,
-// with `what` describing the file ("the docker save archive x.tar").
+// (gzip, zstd, xz, bzip2...). Throws Error(invalid_input) "<what> is not a tar archive (...)"
+// when it is not one; `what` describes the file ("the docker save archive x.tar").
 ArchiveReader open_tar_reader(const std::filesystem::path& path, const std::string& what);
 
 // libarchive's last error message for `a` (or "unknown error").

@@ -73,7 +73,7 @@ bool looks_like_docker_archive(const fs::path& path) {
     int r = archive_read_next_header(in.get(), &entry);
     if (r == ARCHIVE_EOF) return false;
     if (r < ARCHIVE_WARN) {
-      throw Error(ErrorKind::invalid_input, "cannot read " + path.string() + ": " + archive_message(in.get()));
+      throw Error(ErrorKind::invalid_input, path.string() + " is not a readable tar archive (" + archive_message(in.get()) + ")");
     }
     auto norm = normalize_entry_path(archive_entry_pathname(entry));
     if (!norm || norm->empty()) continue;

@@ -19,6 +19,8 @@ namespace vial::pack {
 namespace {
 
 constexpr la_ssize_t kMaxManifestBytes = 1 << 20;
+constexpr const char* kWhatIsAPack =
+    " (a pack is a zstd-compressed tar that starts with manifest.json; make one with `vial pack create`)";
 
 // Parts being extracted live under temporary names until all of them are verified.
 class StagedParts final {
@@ -74,14 +76,13 @@ void write_all(int fd, const void* data, size_t size, const std::string& what) {
 
 PackManifest read_head(archive* a, const std::string& origin) {
   archive_entry* entry = nullptr;
-  const std::string expected = " (a pack is a zstd-compressed tar that starts with manifest.json; make one with `vial pack create`)";
   if (archive_read_next_header(a, &entry) != ARCHIVE_OK) {
     throw_if_interrupted();
-    throw Error(ErrorKind::invalid_input, origin + " is not a vial pack: " + archive_message(a) + expected);
+    throw Error(ErrorKind::invalid_input, origin + " is not a vial pack: " + archive_message(a) + kWhatIsAPack);
   }
   if (std::string(archive_entry_pathname(entry)) != kManifestName) {
     throw Error(ErrorKind::invalid_input, origin + " is not a vial pack: its first entry is '" +
-                                              archive_entry_pathname(entry) + "'" + expected);
+                                              archive_entry_pathname(entry) + "'" + kWhatIsAPack);
   }
   std::string text;
   char buf[1 << 14];
@@ -106,7 +107,12 @@ PackManifest read_pack(const fs::path& path, const fs::path* dest_dir) {
   if (!fs::exists(status)) throw Error(ErrorKind::not_found, "pack " + origin + " does not exist");
   if (!fs::is_regular_file(status)) throw Error(ErrorKind::invalid_input, origin + " is not a file, so not a vial pack");
 
-  ArchiveReader a = open_tar_reader(path, origin);
+  ArchiveReader a;
+  try {
+    a = open_tar_reader(path, origin);
+  } catch (const Error&) {
+    throw Error(ErrorKind::invalid_input, origin + " is not a vial pack: it is no tar archive at all" + kWhatIsAPack);
+  }
   PackManifest manifest = read_head(a.get(), origin);
 
   std::optional<StagedParts> staged;

@@ -17,8 +17,8 @@ constexpr uint64_t kMiB = 1 << 20;
 constexpr uint64_t kBlock = 4096;
 constexpr uint64_t kInodeBytes = 256;
 // Superblocks, group descriptors, bitmaps and the journal of a small ext4 (mke2fs picks a
-// 16-64 MiB journal for these sizes).
-constexpr uint64_t kExt4OverheadBytes = 80 * kMiB;
+// 4-64 MiB journal for these sizes).
+constexpr uint64_t kExt4OverheadBytes = 32 * kMiB;
 constexpr uint64_t kSandboxId = 1000;  // the agent runs programs as uid/gid 1000
 
 uint64_t round_up(uint64_t n, uint64_t to) { return (n + to - 1) / to * to; }
