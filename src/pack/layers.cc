@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+
 #include <vector>
 
 #include "pack/archive_util.h"
@@ -32,6 +34,16 @@ bool is_real_dir(const fs::path& p) {
 [[noreturn]] void fail(const std::string& what, const std::string& detail) {
   throw_if_interrupted();
   throw Error(ErrorKind::invalid_input, "cannot extract " + what + ": " + detail);
+}
+
+// A write to disk failed: the archive's fault (a bad entry), or the host's (disk full).
+[[noreturn]] void write_failed(archive* out, const std::string& what, const std::string& name) {
+  throw_if_interrupted();
+  const int err = archive_errno(out);
+  const bool host = err == ENOSPC || err == EDQUOT || err == EIO || err == EROFS;
+  throw Error(host ? ErrorKind::internal : ErrorKind::invalid_input,
+              "cannot extract " + what + ": entry '" + name + "': " + archive_message(out) +
+                  (err == ENOSPC ? " (the disk holding $VIAL_HOME/cache is full)" : ""));
 }
 
 std::string normalized_or_fail(const char* path, const std::string& what) {
@@ -64,9 +76,7 @@ void copy_data(archive* in, archive* out, const std::string& what, const std::st
     int r = archive_read_data_block(in, &block, &size, &offset);
     if (r == ARCHIVE_EOF) return;
     if (r < ARCHIVE_WARN) fail(what, "entry '" + name + "': " + archive_message(in));
-    if (archive_write_data_block(out, block, size, offset) < ARCHIVE_WARN) {
-      fail(what, "entry '" + name + "': " + archive_message(out));
-    }
+    if (archive_write_data_block(out, block, size, offset) < ARCHIVE_WARN) write_failed(out, what, name);
   }
 }
 
@@ -99,13 +109,11 @@ void extract(const fs::path& tar, const fs::path& root_dir, const std::string& w
       fs::remove_all(target, ec);
     }
     r = archive_write_header(out.get(), entry);
-    if (r < ARCHIVE_WARN) fail(what, "entry '" + name + "': " + archive_message(out.get()));
+    if (r < ARCHIVE_WARN) write_failed(out.get(), what, name);
     if (archive_entry_size(entry) > 0) copy_data(in.get(), out.get(), what, name);
-    if (archive_write_finish_entry(out.get()) < ARCHIVE_WARN) {
-      fail(what, "entry '" + name + "': " + archive_message(out.get()));
-    }
+    if (archive_write_finish_entry(out.get()) < ARCHIVE_WARN) write_failed(out.get(), what, name);
   }
-  if (archive_write_close(out.get()) < ARCHIVE_WARN) fail(what, archive_message(out.get()));
+  if (archive_write_close(out.get()) < ARCHIVE_WARN) write_failed(out.get(), what, "(final fix-ups)");
 }
 
 }  // namespace

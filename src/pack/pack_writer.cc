@@ -2,12 +2,15 @@
 
 #include <archive_entry.h>
 #include <fcntl.h>
-#include <stdio.h>
+#include <stdio.h>  // renameat2
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <ctime>
+#include <exception>
 
 #include "pack/archive_util.h"
 #include "pack/interrupt.h"
@@ -71,14 +74,20 @@ class ZstdFileSink final {
   std::string out_;
 };
 
+// libarchive's write callback. libarchive is C: an exception must not cross it, so the sink's
+// error is kept here and rethrown once libarchive has returned.
+struct SinkClient {
+  ZstdFileSink* sink;
+  std::exception_ptr error;
+};
+
 la_ssize_t sink_write(archive*, void* client, const void* data, size_t size) {
-  // libarchive is C: an exception must not cross it. The error is kept and rethrown after.
-  auto* self = static_cast<std::pair<ZstdFileSink*, std::exception_ptr>*>(client);
+  auto* self = static_cast<SinkClient*>(client);
   try {
-    self->first->write(data, size);
+    self->sink->write(data, size);
     return static_cast<la_ssize_t>(size);
   } catch (...) {
-    self->second = std::current_exception();
+    self->error = std::current_exception();
     return -1;
   }
 }
@@ -199,7 +208,7 @@ uint64_t write_pack(PackManifest& manifest, const std::vector<PartFile>& files, 
   const std::string out_name = out.string();
   TempOutput temp(out);
   ZstdFileSink sink(temp.fd(), temp.path().string());
-  std::pair<ZstdFileSink*, std::exception_ptr> client{&sink, nullptr};
+  SinkClient client{&sink, nullptr};
   ArchiveWriter a(archive_write_new());
   if (!a) throw Error(ErrorKind::internal, "out of memory (archive_write_new)");
   archive_write_set_format_pax_restricted(a.get());
@@ -216,7 +225,7 @@ uint64_t write_pack(PackManifest& manifest, const std::vector<PartFile>& files, 
       throw Error(ErrorKind::internal, "cannot write " + out_name + ": " + archive_message(a.get()));
     }
   } catch (...) {
-    if (client.second) std::rethrow_exception(client.second);  // the sink's error is the real one
+    if (client.error) std::rethrow_exception(client.error);  // the sink's error is the real one
     throw;
   }
   sink.finish();
