@@ -27,17 +27,19 @@ for i in range(3):
 """
 
 
-def expected_interleaving():
-    return [(kind, f"{kind[:3]}{i}\n") for i in range(3) for kind in ("stdout", "stderr")]
+EXPECTED_INTERLEAVING = [("stdout", "out0\n"), ("stderr", "err0\n"), ("stdout", "out1\n"),
+                         ("stderr", "err1\n"), ("stdout", "out2\n"), ("stderr", "err2\n")]
 
 
 def merged_output(events):
-    """(type, data) pairs with consecutive chunks of one stream joined, split back into lines."""
-    pairs = []
+    """(type, line) pairs: a line may come in several chunks ("out0", "\\n"), several lines in one."""
+    runs = []
     for e in events:
-        for line in e["data"].splitlines(keepends=True):
-            pairs.append((e["type"], line))
-    return pairs
+        if runs and runs[-1][0] == e["type"]:
+            runs[-1][1] += e["data"]
+        else:
+            runs.append([e["type"], e["data"]])
+    return [(kind, line) for kind, data in runs for line in data.splitlines(keepends=True)]
 
 
 class DefaultSocketTest(unittest.TestCase):
@@ -94,7 +96,7 @@ class RunTest(unittest.TestCase):
         self.assertEqual(events[-1]["type"], "result", events)
         self.assertEqual(events[-1]["exit_code"], 0)
         self.assertNotIn("stdout", events[-1])
-        self.assertEqual(merged_output(events[:-1]), expected_interleaving())
+        self.assertEqual(merged_output(events[:-1]), EXPECTED_INTERLEAVING)
 
     def test_bad_input_is_400(self):
         with self.assertRaises(InvalidInput) as e:
@@ -154,7 +156,7 @@ class SessionTest(unittest.TestCase):
     def test_exec_stream(self):
         events = list(self.session.exec_stream(code=INTERLEAVED))
         self.assertEqual(events[-1]["type"], "result", events)
-        self.assertEqual(merged_output(events[:-1]), expected_interleaving())
+        self.assertEqual(merged_output(events[:-1]), EXPECTED_INTERLEAVING)
         self.assertEqual(self.session.refresh()["id"], self.session.id)  # still alive
 
     def test_listed(self):
@@ -192,7 +194,8 @@ class TcpTest(unittest.TestCase):
 
     def test_stream_with_token(self):
         events = list(VialClient(base_url=URL, token=TOKEN).run_stream("python", code="print('s')"))
-        self.assertEqual([e["type"] for e in events], ["stdout", "result"])
+        self.assertEqual(events[-1]["type"], "result", events)
+        self.assertEqual(merged_output(events[:-1]), [("stdout", "s\n")])
 
 
 if __name__ == "__main__":

@@ -377,6 +377,13 @@ def _quote(part: str) -> str:
     return urllib.parse.quote(part, safe="")
 
 
+def _quote_path(path: str) -> str:
+    """Keeps the slashes between segments, but a leading one is escaped: the server would read
+    "files//etc" as the relative path "etc"."""
+    quoted = urllib.parse.quote(path, safe="/")
+    return "%2F" + quoted[1:] if quoted.startswith("/") else quoted
+
+
 class Session:
     """A sandbox kept across calls. Use as a context manager to delete it at the end."""
 
@@ -425,13 +432,13 @@ class Session:
         """Writes `data` byte-exact to `path` (relative to the sandbox home). Returns {path, size}."""
         if isinstance(data, str):
             data = data.encode("utf-8")
-        url = f"{self._path}/files/{urllib.parse.quote(path, safe='/')}?mode={mode:o}"
+        url = f"{self._path}/files/{_quote_path(path)}?mode={mode:o}"
         raw = self.client._call("PUT", url, bytes(data), "application/octet-stream",
                                 wait=self.client.timeout + _SLACK_S)
         return json.loads(raw)
 
     def get_file(self, path: str) -> bytes:
-        url = f"{self._path}/files/{urllib.parse.quote(path, safe='/')}"
+        url = f"{self._path}/files/{_quote_path(path)}"
         return self.client._call("GET", url, wait=self.client.timeout + _SLACK_S)
 
     def list_files(self, dir: str = ".") -> List[Dict[str, Any]]:

@@ -77,7 +77,9 @@ export function defaultSocketPath() {
 }
 
 const quote = (s) => encodeURIComponent(s);
-const quotePath = (p) => p.split('/').map(encodeURIComponent).join('/');
+// Keeps the slashes between segments, but a leading one is escaped: the server would read
+// "files//etc" as the relative path "etc".
+const quotePath = (p) => p.split('/').map(encodeURIComponent).join('/').replace(/^\//, '%2F');
 
 function filesJson(files) {
   if (Array.isArray(files)) return files;
