@@ -5,11 +5,12 @@ starts the server and sets VIAL_TEST_SOCKET, VIAL_TEST_URL and VIAL_TEST_TOKEN.
 """
 
 import os
+import time
 import unittest
 from unittest import mock
 
 import vial_client
-from vial_client import InvalidInput, NotFound, VialClient
+from vial_client import CapacityError, InvalidInput, NotFound, VialClient
 
 SOCKET = os.environ.get("VIAL_TEST_SOCKET")
 URL = os.environ.get("VIAL_TEST_URL")
@@ -29,6 +30,18 @@ for i in range(3):
 
 EXPECTED_INTERLEAVING = [("stdout", "out0\n"), ("stderr", "err0\n"), ("stdout", "out1\n"),
                          ("stderr", "err1\n"), ("stdout", "out2\n"), ("stderr", "err2\n")]
+
+# Prints, then runs far longer than any test waits (its 30 s timeout would end it first).
+SLEEPER = "import time\nprint('started', flush=True)\ntime.sleep(600)"
+
+
+def wait_until(condition, seconds=20.0):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def merged_output(events):
@@ -175,6 +188,38 @@ class DeleteTest(unittest.TestCase):
                 vial.session(s.id)
         # __exit__ tolerated the session being gone already.
         self.assertNotIn(s.id, [x["id"] for x in vial.sessions()])
+
+
+@needs_server
+class HangUpTest(unittest.TestCase):
+    def setUp(self):
+        self.vial = VialClient(socket_path=SOCKET)
+
+    def test_leaving_run_stream_early_cancels_the_run(self):
+        events = self.vial.run_stream("python", code=SLEEPER)
+        self.assertEqual(next(events)["type"], "stdout")
+        events.close()
+        self.assertTrue(wait_until(lambda: "vial_runs_in_flight 0\n" in self.vial.metrics()))
+
+    def test_leaving_exec_stream_early_deletes_the_session(self):
+        with self.vial.create_session("python") as s:
+            events = s.exec_stream(code=SLEEPER)
+            self.assertEqual(next(events)["type"], "stdout")
+            events.close()
+            self.assertTrue(wait_until(lambda: s.id not in [x["id"] for x in self.vial.sessions()]))
+
+
+@needs_server
+class CapacityTest(unittest.TestCase):
+    def test_full_server_answers_capacity_with_retry_after(self):
+        # The server runs with --max-vms 2: two sessions fill it; a third waits for admission
+        # (the server's queue deadline), then gets 503 capacity.
+        vial = VialClient(socket_path=SOCKET)
+        with vial.create_session("python"), vial.create_session("python"):
+            with self.assertRaises(CapacityError) as e:
+                vial.create_session("python")
+        self.assertEqual((e.exception.status, e.exception.code), (503, "capacity"))
+        self.assertGreater(e.exception.retry_after, 0)
 
 
 @needs_server

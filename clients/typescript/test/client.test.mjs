@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 
 import {
-  Forbidden, InvalidInput, NotFound, Unauthorized, VialClient, VialError, defaultSocketPath,
+  CapacityError, Forbidden, InvalidInput, NotFound, Unauthorized, VialClient, VialError, defaultSocketPath,
 } from '../index.mjs';
 
 const { VIAL_TEST_SOCKET: SOCKET, VIAL_TEST_URL: URL_, VIAL_TEST_TOKEN: TOKEN } = process.env;
@@ -22,6 +22,17 @@ for i in range(3):
     time.sleep(0.05)
 `;
 const EXPECTED_INTERLEAVING = [0, 1, 2].flatMap((i) => [['stdout', `out${i}\n`], ['stderr', `err${i}\n`]]);
+// Prints, then runs far longer than any test waits (its 30 s timeout would end it first).
+const SLEEPER = "import time\nprint('started', flush=True)\ntime.sleep(600)";
+
+async function waitUntil(condition, seconds = 20) {
+  const deadline = Date.now() + seconds * 1000;
+  while (!(await condition())) {
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return true;
+}
 
 // [type, line] pairs: a line may come in several chunks ("out0", "\n"), several lines in one.
 function mergedOutput(events) {
@@ -154,6 +165,44 @@ describe('sessions', server, () => {
       await rejectsWith(s.exec({ code: 'print(1)' }), NotFound, 404);
       await rejectsWith(vial.session(s.id), NotFound, 404);
     });
+  });
+});
+
+describe('hanging up', server, () => {
+  const vial = new VialClient({ socketPath: SOCKET });
+
+  it('cancels the run when a runStream loop is left early', async () => {
+    for await (const e of vial.runStream('python', { code: SLEEPER })) {
+      assert.equal(e.type, 'stdout');
+      break;
+    }
+    assert.ok(await waitUntil(async () => (await vial.metrics()).includes('vial_runs_in_flight 0\n')));
+  });
+
+  it('deletes the session when an execStream loop is left early', async () => {
+    await vial.withSession('python', undefined, async (s) => {
+      for await (const e of s.execStream({ code: SLEEPER })) {
+        assert.equal(e.type, 'stdout');
+        break;
+      }
+      assert.ok(await waitUntil(async () => !(await vial.sessions()).some((x) => x.id === s.id)));
+    });
+  });
+});
+
+describe('capacity', server, () => {
+  it('answers 503 capacity with a retry delay when the server is full', async () => {
+    // The server runs with --max-vms 2: two sessions fill it; a third waits for admission (the
+    // server's queue deadline), then gets 503 capacity.
+    const vial = new VialClient({ socketPath: SOCKET });
+    await vial.withSession('python', undefined, () => vial.withSession('python', undefined, async () => {
+      await assert.rejects(vial.createSession('python'), (e) => {
+        assert.ok(e instanceof CapacityError, String(e));
+        assert.equal(e.status, 503);
+        assert.ok(e.retryAfter > 0);
+        return true;
+      });
+    }));
   });
 });
 
