@@ -41,9 +41,9 @@ bool Cgroups::init(const std::string& root) {
   return true;
 }
 
-std::string Cgroups::create(uint32_t id) {
+std::string Cgroups::create(const std::string& leaf) {
   if (!enabled_) return {};
-  std::string path = base_ + "/exec-" + std::to_string(id);
+  std::string path = base_ + "/" + leaf;
   // Don't let a pending removal of an earlier exec with this id delete the new cgroup.
   std::erase(pending_, path);
   if (mkdir(path.c_str(), 0755) != 0) {

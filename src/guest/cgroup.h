@@ -15,8 +15,10 @@ class Cgroups final {
   bool init(const std::string& root = "/sys/fs/cgroup");
   bool enabled() const { return enabled_; }
 
-  // Creates the cgroup of one exec; returns its path or "" on failure.
-  std::string create(uint32_t id);
+  // Creates the cgroup of one exec (or of a named group such as a notebook session, with
+  // the same limits); returns its path or "" on failure.
+  std::string create(uint32_t id) { return create("exec-" + std::to_string(id)); }
+  std::string create(const std::string& leaf);
   // SIGKILLs everything in the cgroup (cgroup.kill, else per-pid).
   static void kill_all(const std::string& path);
   // Sends one signal to every process of the cgroup.

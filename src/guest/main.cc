@@ -20,6 +20,7 @@
 #include "guest/cgroup.h"
 #include "guest/init.h"
 #include "guest/server.h"
+#include "guest/session.h"
 #include "guest/util.h"
 #include "guest/zygote.h"
 
@@ -79,8 +80,10 @@ int serve_unix(const char* path, bool warm) {
   }
   g_socket_path = path;
 
+  static Sessions sessions(nullptr);
   ExecConfig cfg;
   cfg.drop_privileges = geteuid() == 0;
+  cfg.sessions = &sessions;
   const char* tmp = std::getenv("TMPDIR");
   g_code_dir = std::string(tmp && *tmp ? tmp : "/tmp") + "/vial-agent-" + std::to_string(getpid());
   cfg.code_dir = g_code_dir;
@@ -128,6 +131,8 @@ bool kernel_cmdline_has(const std::string& word) {
   cfg.code_dir = "/run/vial";
   cfg.cgroups = &cgroups;
   cfg.system = true;
+  static Sessions sessions(&cgroups);
+  cfg.sessions = &sessions;
   Server server(cfg);
   // The host turns warm interpreters off (vial.warm=0) for a VM that runs one program and
   // dies: starting python's fork server would only compete with that program for the vCPU.

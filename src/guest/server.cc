@@ -108,6 +108,7 @@ void Server::reap() {
     if (pid <= 0) break;
     int64_t now = now_ms();
     if (cfg_.warm && cfg_.warm->on_reaped(pid)) continue;
+    if (cfg_.sessions) cfg_.sessions->on_reaped(pid, st);
     for (auto& [id, ex] : execs_) {
       if (ex->pid == pid && !ex->exited_) {
         ex->on_exit(st, ru, now);
@@ -171,6 +172,10 @@ void Server::handle_exec(uint32_t id, const std::string& payload) {
     req = agent::parse_body<agent::ExecRequest>(payload);
   } catch (const std::exception& e) {
     send_error(id, "bad_request", e.what());
+    return;
+  }
+  if (!req.session.empty() && cfg_.sessions && cfg_.sessions->busy(req.session)) {
+    send_error(id, "busy", "session " + req.session + " is running another exec: one at a time");
     return;
   }
   std::string error;
@@ -341,7 +346,7 @@ void Server::loop(int fd, Mode mode) {
   std::vector<pollfd> pfds;
   struct Slot {
     Exec* ex;
-    int kind;  // 0 stdout, 1 stderr, 2 stdin
+    int kind;  // 0 stdout, 1 stderr, 2 stdin, 3 a cell's session control socket
   };
   std::vector<Slot> slots;
   std::string rbuf(64 * 1024, '\0');
@@ -354,7 +359,7 @@ void Server::loop(int fd, Mode mode) {
       if (wake < 0 || t < wake) wake = t;
     };
     for (auto& [id, ex] : execs_) {
-      if (!ex->exited_ && !ex->timed_out) at(ex->deadline_ms);
+      if (ex->deadline_pending()) at(ex->deadline_ms);
       if (ex->grace_ms >= 0) at(ex->grace_ms);
     }
     if (!connected_ && mode == Mode::port) at(next_reconnect_check);
@@ -384,6 +389,10 @@ void Server::loop(int fd, Mode mode) {
       if (ex->in_fd >= 0 && !ex->stdin_buf.empty()) {
         pfds.push_back({ex->in_fd, POLLOUT, 0});
         slots.push_back({ex.get(), 2});
+      }
+      if (ex->ctl_fd >= 0 && !ex->exited_) {
+        pfds.push_back({ex->ctl_fd, POLLIN, 0});
+        slots.push_back({ex.get(), 3});
       }
     }
     int timeout = wake < 0 ? -1 : static_cast<int>(std::max<int64_t>(0, wake - now));
@@ -431,22 +440,24 @@ void Server::loop(int fd, Mode mode) {
     for (size_t i = first_slot; i < pfds.size(); ++i) {
       if (!pfds[i].revents) continue;
       Slot& s = slots[i - first_slot];
-      if (s.kind == 2)
+      if (s.kind == 3) {
+        s.ex->read_cell_report(now_ms());
+        if (s.ex->exited_ && !s.ex->done()) s.ex->grace_ms = now_ms() + kGraceMs;
+      } else if (s.kind == 2) {
         write_stdin(*s.ex);
-      else
+      } else {
         read_pipe(*s.ex, s.kind == 1);
+      }
     }
 
-    // Deadlines: the timeout kills the whole exec; the grace ends lingering background jobs.
+    // Deadlines: the timeout kills the whole exec (interrupts a cell first); the grace ends
+    // lingering background jobs.
     now = now_ms();
     for (auto& [id, ex] : execs_) {
-      if (!ex->exited_ && !ex->timed_out && now >= ex->deadline_ms) {
-        ex->timed_out = true;
-        ex->kill_all();
-      }
+      if (ex->deadline_pending() && now >= ex->deadline_ms) ex->on_deadline(now);
       if (ex->grace_ms >= 0 && now >= ex->grace_ms) {
         ex->grace_ms = -1;
-        ex->kill_all();
+        ex->kill_leftovers();
         // Take what is already buffered, then stop waiting for holders outside our reach.
         for (int k = 0; k < 64 && ex->out_fd >= 0; ++k) read_pipe(*ex, false);
         for (int k = 0; k < 64 && ex->err_fd >= 0; ++k) read_pipe(*ex, true);

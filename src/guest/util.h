@@ -14,6 +14,9 @@ int write_file(const std::string& path, std::string_view data, bool create = fal
 // Reads a small file; false when it can't be opened.
 bool read_file(const std::string& path, std::string& out);
 bool set_nonblock(int fd);
+// Sends one message with `nfds` (at most 8) fds attached (SCM_RIGHTS) on a SEQPACKET socket.
+// False with errno set when it was not sent whole.
+bool send_with_fds(int sock, std::string_view msg, const int* fds, int nfds);
 // Removes a directory tree (no symlink following). Best effort.
 void remove_tree(const std::string& path);
 // In a freshly forked child that will run user code: the OOM killer picks it, never the agent,

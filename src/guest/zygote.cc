@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "guest/python_session.h"
 #include "guest/util.h"
 
 namespace vial::guest {
@@ -26,12 +27,12 @@ constexpr int kReplyTimeoutMs = 5000;
 constexpr int64_t kMinBackoffMs = 200;
 constexpr int64_t kMaxBackoffMs = 10000;
 
-// The python fork server, run with `python3 -u -c`. Its socket to the agent is fd 3.
+// The python fork server, run with `python3 -u -c` after kPythonCommon. Its socket to the
+// agent is fd 3.
 constexpr const char* kPythonZygote = R"PY(
-import os, sys, json, re, math, random, datetime, collections, itertools, functools
-import subprocess, pathlib, io, traceback, uuid, hashlib, base64, time, textwrap, string
-import typing, dataclasses, socket, array, types, builtins, signal, gc
-import importlib.machinery
+import re, math, datetime, collections, itertools, functools
+import subprocess, pathlib, traceback, uuid, hashlib, base64, time, textwrap, string
+import typing, dataclasses, gc
 
 def _serve():
     sock = socket.socket(fileno=3)
@@ -43,12 +44,7 @@ def _serve():
             continue
         if not msg:
             os._exit(0)
-        fds = []
-        for level, kind, data in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                a = array.array("i")
-                a.frombytes(data[: len(data) - len(data) % a.itemsize])
-                fds.extend(a)
+        fds = _fds_of(anc)
         try:
             req = json.loads(msg)
             op = req.get("op")
@@ -56,7 +52,7 @@ def _serve():
                 random.seed()
                 sock.send(b"ok")
                 continue
-            if op != "exec" or len(fds) != 4:
+            if (op, len(fds)) not in (("exec", 4), ("session", 5)):
                 raise ValueError("bad request")
             r, w = os.pipe()
             a = os.fork()
@@ -94,7 +90,7 @@ def _serve():
                     pass
 
 def _run(req, fds):
-    sin, sout, serr, go = fds
+    sin, sout, serr, go = fds[:4]
     os.setsid()
     try:
         ok = os.read(go, 1)
@@ -105,9 +101,11 @@ def _run(req, fds):
     os.dup2(sin, 0)
     os.dup2(sout, 1)
     os.dup2(serr, 2)
+    if req["op"] == "session":
+        os.dup2(fds[4], 3)  # a session keeps its control socket, as fd 3
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
-        if fd > 2:
+        if fd > 2 and not (fd == 3 and req["op"] == "session"):
             try:
                 os.close(fd)
             except OSError:
@@ -123,6 +121,8 @@ def _run(req, fds):
         k, _, v = kv.partition("=")
         os.environ[k] = v
     random.seed()
+    if req["op"] == "session":
+        _session(socket.socket(fileno=3))
     path = req["file"]
     sys.argv = [path]
     sys.path[0] = os.path.dirname(os.path.realpath(path))
@@ -142,34 +142,13 @@ def _run(req, fds):
     except SystemExit as e:
         status = _exit_status(e)
     except BaseException as e:
-        tb = e.__traceback__.tb_next if e.__traceback__ else None  # drop this frame
-        e.__traceback__ = tb
-        sys.excepthook(type(e), e, tb)
+        _report(e)
         if isinstance(e, KeyboardInterrupt):
             _flush()
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGINT)
         status = 1
     _finish(status)
-
-def _exit_status(e):
-    code = e.code
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code & 0xff
-    try:
-        sys.stderr.write(str(code) + "\n")
-    except Exception:
-        pass
-    return 1
-
-def _flush():
-    for f in (sys.stdout, sys.stderr):
-        try:
-            f.flush()
-        except Exception:
-            pass
 
 def _finish(status):
     # What interpreter shutdown does that a program can observe (non-daemon threads, atexit,
@@ -288,26 +267,7 @@ bool Zygote::ready() {
 
 bool Zygote::request(const std::string& msg, const int* fds, int nfds, std::string& reply,
                      std::string& error) {
-  iovec iov{const_cast<char*>(msg.data()), msg.size()};
-  msghdr mh{};
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * 8)];
-  if (nfds > 0) {
-    std::memset(cbuf, 0, sizeof cbuf);
-    mh.msg_control = cbuf;
-    mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-    cmsghdr* c = CMSG_FIRSTHDR(&mh);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-    std::memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-  }
-  ssize_t n;
-  do {
-    n = sendmsg(sock_, &mh, MSG_NOSIGNAL);
-  } while (n < 0 && errno == EINTR);
-  if (n != static_cast<ssize_t>(msg.size())) {
+  if (!send_with_fds(sock_, msg, fds, nfds)) {
     error = std::string("send to ") + language_ + " zygote: " + strerror(errno);
     stop();
     return false;
@@ -325,7 +285,7 @@ bool Zygote::request(const std::string& msg, const int* fds, int nfds, std::stri
     int r = poll(&p, 1, static_cast<int>(left));
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) continue;
-    n = recv(sock_, buf, sizeof buf, MSG_DONTWAIT);
+    ssize_t n = recv(sock_, buf, sizeof buf, MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
     if (n <= 0) {
       error = language_ + " zygote is gone";
@@ -337,23 +297,47 @@ bool Zygote::request(const std::string& msg, const int* fds, int nfds, std::stri
   }
 }
 
-pid_t Zygote::spawn(const std::string& file, const std::string& cwd,
-                    const std::vector<std::string>& env, const int fds[4], std::string& error) {
+pid_t Zygote::spawn(const std::string& file, const std::string& cwd, const std::vector<std::string>& env,
+                    const int stdio[3], int ctl, const std::string& procs, std::string& error) {
   if (!ready()) {
     error = language_ + " zygote is not ready";
     return -1;
   }
-  nlohmann::json j = {{"op", "exec"}, {"file", file}, {"cwd", cwd}, {"env", env}};
-  std::string reply;
-  if (!request(j.dump(), fds, 4, reply, error)) return -1;
-  if (reply.rfind("pid ", 0) == 0) {
-    char* end = nullptr;
-    long pid = std::strtol(reply.c_str() + 4, &end, 10);
-    if (pid > 1 && end && *end == '\0') return static_cast<pid_t>(pid);
+  int go[2] = {-1, -1};
+  if (pipe2(go, O_CLOEXEC) != 0) {
+    error = std::string("pipe: ") + strerror(errno);
+    return -1;
   }
-  error = language_ + " zygote: " + reply;
-  stop();
-  return -1;
+  const bool session = ctl >= 0;
+  nlohmann::json j = {{"op", session ? "session" : "exec"}, {"file", file}, {"cwd", cwd}, {"env", env}};
+  int fds[5] = {stdio[0], stdio[1], stdio[2], go[0], ctl};
+  std::string reply;
+  bool sent = request(j.dump(), fds, session ? 5 : 4, reply, error);
+  close(go[0]);
+  pid_t pid = -1;
+  if (sent && reply.rfind("pid ", 0) == 0) {
+    char* end = nullptr;
+    long p = std::strtol(reply.c_str() + 4, &end, 10);
+    if (p > 1 && end && *end == '\0') pid = static_cast<pid_t>(p);
+  }
+  if (pid < 0) {
+    if (sent) {
+      error = language_ + " zygote: " + reply;
+      stop();
+    }
+    close(go[1]);
+    return -1;
+  }
+  // The child waits on `go`: contain it before it runs anything.
+  if (!procs.empty() && write_file(procs, std::to_string(pid)) != 0) {
+    error = "cannot move the program into its cgroup";
+    ::kill(pid, SIGKILL);  // our child now (reparented): the server's reap loop collects it
+    close(go[1]);
+    return -1;
+  }
+  [[maybe_unused]] ssize_t w = write(go[1], "g", 1);
+  close(go[1]);
+  return pid;
 }
 
 bool Zygote::reseed(std::string& error) {
@@ -388,7 +372,7 @@ void Zygote::stop() {
 
 WarmInterpreters::WarmInterpreters(bool drop_privileges, bool quiet) {
   zygotes_.push_back(std::make_unique<Zygote>(
-      "python", std::vector<std::string>{"/usr/bin/python3", "-u", "-c", kPythonZygote},
+      "python", std::vector<std::string>{"/usr/bin/python3", "-u", "-c", std::string(kPythonCommon) + kPythonZygote},
       drop_privileges, quiet));
 }
 

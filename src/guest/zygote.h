@@ -8,6 +8,8 @@
 //   agent -> zygote  {"op":"exec","file","cwd","env":["K=V",...]}
 //                    + SCM_RIGHTS [stdin, stdout, stderr, go]
 //                    reply "pid N" or "err MESSAGE"
+//   agent -> zygote  {"op":"session","cwd","env"} + SCM_RIGHTS [stdin, stdout, stderr, go, ctl]
+//                    the same, for a notebook session interpreter (session.h) serving ctl
 //   agent -> zygote  {"op":"reseed"}                reply "ok"
 // The zygote double-forks: the program's process is reparented to the agent (PID 1, or a
 // child subreaper in local mode), so the agent reaps it with wait4 and gets its rusage like
@@ -44,11 +46,13 @@ class Zygote final {
   // True once the zygote said "ready" (checked without blocking). Restarts a dead zygote
   // when its backoff has passed.
   bool ready();
-  // Forks a program from the zygote. fds: stdin, stdout, stderr, go (read end). Returns the
-  // program's pid, or -1 with `error` set; on failure the zygote is stopped (and restarted
-  // later), so the caller falls back to a cold exec.
-  pid_t spawn(const std::string& file, const std::string& cwd,
-              const std::vector<std::string>& env, const int fds[4], std::string& error);
+  // Forks a program (`file`) from the zygote, or a notebook session interpreter when ctl (its
+  // control socket, see python_session.h) is >= 0. stdio: the child's fds 0-2. The child is
+  // moved into the cgroup whose cgroup.procs is `procs` ("": none) before it runs anything.
+  // Returns its pid, or -1 with `error` set; after a failure of the zygote itself it is
+  // stopped (and restarted later), so the caller falls back to a cold start.
+  pid_t spawn(const std::string& file, const std::string& cwd, const std::vector<std::string>& env,
+              const int stdio[3], int ctl, const std::string& procs, std::string& error);
   // Re-seeds the zygote's own RNGs (its children re-seed after fork anyway).
   bool reseed(std::string& error);
   // The agent reaped `pid`: if it was this zygote, mark it dead. True if it was.

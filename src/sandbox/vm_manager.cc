@@ -83,11 +83,13 @@ TemplateSpec template_spec(const ImageInfo& image, const VmConfig& config) {
   return spec;
 }
 
-agent::ExecRequest to_exec_request(const RunRequest& r) {
+// `session` names the notebook session python code runs in ("" for none).
+agent::ExecRequest to_exec_request(const RunRequest& r, const std::string& session) {
   agent::ExecRequest e;
   if (r.argv.empty()) {
     e.language = r.language;
     e.code = r.code;
+    if (r.language == "python") e.session = session;
   } else {
     e.argv = r.argv;  // the language only chose the VM's image
   }
@@ -130,7 +132,7 @@ asio::awaitable<RunResult> Vm::execute(const RunRequest& request, const ExecCall
     if (stream.on_stderr) stream.on_stderr(chunk);
   };
   const auto start = Clock::now();
-  agent::ExecResult exit = co_await guarded(vm_.agent->exec(to_exec_request(request), sinks, request.stdin_data),
+  agent::ExecResult exit = co_await guarded(vm_.agent->exec(to_exec_request(request, name_), sinks, request.stdin_data),
                                             *vm_.process, request.timeout + kExecGrace, "waiting for the program",
                                             ErrorKind::timeout);
   result.timing.exec_ms = ms_since(start);

@@ -44,7 +44,11 @@ const char* to_string(VmSource source);
 class VmManager;
 
 // One live sandbox. State (files, processes started in the background) persists across
-// execute() calls until the VM is destroyed.
+// execute() calls until the VM is destroyed. Python code runs in the VM's notebook session
+// (one persistent interpreter): variables, imports and functions persist too, as in a
+// notebook; a timeout interrupts the code (KeyboardInterrupt) and, if it does not stop within
+// a second, restarts the interpreter (the next execute's stderr says the state was lost).
+// JavaScript, shell and argv execs run as fresh processes each time (files persist).
 class Vm final {
  public:
   const std::string& name() const { return name_; }
@@ -60,7 +64,8 @@ class Vm final {
   std::shared_ptr<AgentClient> agent() const { return vm_.agent; }
 
   // Runs request.code or request.argv (request.language must be this VM's). A timeout kills
-  // only the program; the VM stays usable. What the program did is data; vial's failures throw.
+  // only the program; the VM stays usable. Python code executes one at a time per VM (its
+  // session's interpreter): a concurrent one fails with Error(conflict). What the program did is data; vial's failures throw.
   asio::awaitable<RunResult> execute(const RunRequest& request, const ExecCallbacks& stream,
                                      bool collect_output = true);
 

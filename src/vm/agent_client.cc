@@ -125,8 +125,10 @@ asio::awaitable<Frame> AgentClient::receive(FrameChannel& channel) {
   }
   if (frame.type == FrameType::error) {
     auto body = agent::parse_body<agent::ErrorBody>(frame.payload);
-    throw Error(body.code == "bad_request" ? ErrorKind::invalid_input : ErrorKind::internal,
-                "guest agent: " + body.message);
+    ErrorKind kind = body.code == "bad_request" ? ErrorKind::invalid_input
+                     : body.code == "busy"      ? ErrorKind::conflict
+                                                : ErrorKind::internal;
+    throw Error(kind, "guest agent: " + body.message);
   }
   co_return frame;
 }
