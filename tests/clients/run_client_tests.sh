@@ -40,7 +40,10 @@ chmod 600 "$tmp/token"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 sock=$tmp/vial.sock
 
-VIAL_HOME=$home "$vial" serve --socket "$sock" --listen "127.0.0.1:$port" --token-file "$tmp/token" \
+# The server gets SIGTERM if this script dies, even by SIGKILL (a CTest timeout).
+deathsig=()
+setpriv --help 2>/dev/null | grep -q pdeathsig && deathsig=(setpriv --pdeathsig TERM)
+VIAL_HOME=$home "${deathsig[@]}" "$vial" serve --socket "$sock" --listen "127.0.0.1:$port" --token-file "$tmp/token" \
   --pool python=1 --max-vms 2 >"$tmp/serve.log" 2>&1 &
 server=$!
 
