@@ -10,7 +10,7 @@ import unittest
 from unittest import mock
 
 import vial_client
-from vial_client import CapacityError, InvalidInput, NotFound, VialClient
+from vial_client import CapacityError, InvalidInput, NotFound, TooLarge, VialClient
 
 SOCKET = os.environ.get("VIAL_TEST_SOCKET")
 URL = os.environ.get("VIAL_TEST_URL")
@@ -161,6 +161,13 @@ class SessionTest(unittest.TestCase):
         for path in ("../etc/passwd", "/etc/passwd"):
             with self.assertRaises(InvalidInput, msg=path):
                 self.session.get_file(path)
+
+    def test_upload_over_the_limit_is_413(self):
+        # Over the server's --max-file-mib 4 and its 16 MiB request limit: refused, maybe before
+        # the client has sent it all.
+        with self.assertRaises(TooLarge) as e:
+            self.session.put_file("huge.bin", bytes(17 << 20))
+        self.assertEqual(e.exception.status, 413)
 
     def test_missing_file_is_404(self):
         with self.assertRaises(NotFound):

@@ -265,8 +265,16 @@ class VialClient:
             headers["X-Vial-Tenant"] = self.tenant
         conn = self._connect(wait if wait is not None else self.timeout)
         try:
-            conn.request(method, self._prefix + path, body=body, headers=headers)
-            resp = conn.getresponse()
+            try:
+                conn.request(method, self._prefix + path, body=body, headers=headers)
+            except (BrokenPipeError, ConnectionResetError) as send_error:
+                # The server may have refused the body (413) and closed before reading it all.
+                try:
+                    resp = conn.getresponse()
+                except (OSError, http.client.HTTPException):
+                    raise send_error from None
+            else:
+                resp = conn.getresponse()
             if resp.status >= 400 and resp.status not in allow:
                 raw = resp.read()
                 try:

@@ -139,7 +139,9 @@ export class VialClient {
       options.port = this.baseUrl.port || undefined;
     }
     return new Promise((resolve, reject) => {
+      let sendError;
       const req = transport.request(options, (res) => {
+        sendError = undefined;
         if (res.statusCode < 400 || allow.includes(res.statusCode)) {
           resolve(res);
           return;
@@ -157,7 +159,13 @@ export class VialClient {
       });
       req.setTimeout(waitS * 1000, () => req.destroy(new VialTimeout(0, 'client_timeout',
         `no reply from vial serve within ${waitS} s`)));
-      req.on('error', reject);
+      req.on('error', (e) => {
+        // The server may have refused the body (413) and closed before reading it all: its
+        // reply can still arrive; fail with the write error only if it doesn't.
+        if (e.code === 'EPIPE' || e.code === 'ECONNRESET') sendError = e;
+        else reject(e);
+      });
+      req.on('close', () => { if (sendError) reject(sendError); });
       req.end(body);
     });
   }

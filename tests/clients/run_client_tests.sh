@@ -44,7 +44,7 @@ sock=$tmp/vial.sock
 deathsig=()
 setpriv --help 2>/dev/null | grep -q pdeathsig && deathsig=(setpriv --pdeathsig TERM)
 VIAL_HOME=$home "${deathsig[@]}" "$vial" serve --socket "$sock" --listen "127.0.0.1:$port" --token-file "$tmp/token" \
-  --pool python=1 --max-vms 2 >"$tmp/serve.log" 2>&1 &
+  --pool python=1 --max-vms 2 --max-file-mib 4 >"$tmp/serve.log" 2>&1 &
 server=$!
 
 # QEMU processes started for this home (their command lines name files under it).

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 
 import {
-  CapacityError, Forbidden, InvalidInput, NotFound, Unauthorized, VialClient, VialError, defaultSocketPath,
+  CapacityError, Forbidden, InvalidInput, NotFound, TooLarge, Unauthorized, VialClient, VialError, defaultSocketPath,
 } from '../index.mjs';
 
 const { VIAL_TEST_SOCKET: SOCKET, VIAL_TEST_URL: URL_, VIAL_TEST_TOKEN: TOKEN } = process.env;
@@ -150,6 +150,12 @@ describe('sessions', server, () => {
     await rejectsWith(session.getFile('../etc/passwd'), InvalidInput, 400);
     await rejectsWith(session.getFile('/etc/passwd'), InvalidInput, 400);
     await rejectsWith(session.getFile('does-not-exist'), NotFound, 404);
+  });
+
+  it('refuses an upload over the limit with 413', async () => {
+    // Over the server's --max-file-mib 4 and its 16 MiB request limit: refused, maybe before the
+    // client has sent it all.
+    await rejectsWith(session.putFile('huge.bin', Buffer.alloc(17 << 20)), TooLarge, 413);
   });
 
   it('streams an exec', async () => {
