@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <vector>
@@ -328,15 +329,19 @@ void Exec::read_cell_report(int64_t now) {
   if (n <= 0) return;
   buf[n] = '\0';
   int code = 0;
-  long cpu_ms = 0, rss_kib = 0;
-  if (std::sscanf(buf, "done %d %ld %ld", &code, &cpu_ms, &rss_kib) != 3) {
+  long cpu_ms = 0;
+  if (std::sscanf(buf, "done %d %ld", &code, &cpu_ms) != 2) {
     sessions_->kill(*session_, "its interpreter sent a bad report");
     return;
   }
   rusage ru{};
   ru.ru_utime.tv_sec = cpu_ms / 1000;
   ru.ru_utime.tv_usec = (cpu_ms % 1000) * 1000;
-  ru.ru_maxrss = rss_kib;
+  // The interpreter's peak RSS so far (VmHWM), the closest a long-lived process has.
+  std::string status;
+  if (read_file("/proc/" + std::to_string(pid) + "/status", status)) {
+    if (size_t at = status.find("VmHWM:"); at != std::string::npos) ru.ru_maxrss = std::atol(status.c_str() + at + 6);
+  }
   on_exit(W_EXITCODE(code & 0xff, 0), ru, now);
 }
 

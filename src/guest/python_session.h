@@ -6,7 +6,8 @@
 // The interpreter puts the three fds on 0-2, runs the file's code in the session's one
 // globals dict (that of a fresh `__main__`), prints an uncaught exception's traceback to the
 // cell's stderr, puts /dev/null back on 0-2 (so the pipes close) and answers
-//   "done STATUS CPU_MS MAXRSS_KIB"   (STATUS 0, 1 after an exception, N for SystemExit(N))
+//   "done STATUS CPU_MS"   (STATUS 0, 1 after an exception, N for SystemExit(N); the agent
+//   reads the peak RSS from /proc: importing `resource` costs a first cell under TCG dearly)
 // SIGINT raises KeyboardInterrupt only while a cell runs: the agent's interrupt at a timeout
 // stops the cell and keeps the state.
 #pragma once
@@ -65,11 +66,10 @@ def _fresh_stdio(enc):
         setattr(sys, "__%s__" % name, stream)
 
 def _session(sock):
-    import linecache, resource
+    import linecache
     main = types.ModuleType("__main__")
     main.__builtins__ = builtins
     sys.modules["__main__"] = main
-    sys.argv = [""]
     sys.path[0] = ""
     random.seed()
     enc = [(s.encoding, s.errors) for s in (sys.__stdin__, sys.__stdout__, sys.__stderr__)]
@@ -95,14 +95,16 @@ def _session(sock):
             os.close(fd)
         _fresh_stdio(enc)
         cells += 1
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        cpu0 = usage.ru_utime + usage.ru_stime
+        t = os.times()
+        cpu0 = t.user + t.system
         status = 0
         try:
             os.environ.update(req["env"])
             if req["cwd"]:
                 os.chdir(req["cwd"])
             name = "<cell %d>" % cells
+            sys.argv = [req["file"]]  # as a one-shot run sees them
+            main.__file__ = req["file"]
             with open(req["file"], "rb") as f:
                 src = f.read()
             linecache.cache[name] = (len(src), None, src.decode("utf-8", "replace").splitlines(True), name)
@@ -119,9 +121,8 @@ def _session(sock):
         _flush()
         for i in range(3):
             os.dup2(null, i)
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        cpu = usage.ru_utime + usage.ru_stime - cpu0
-        sock.send(b"done %d %d %d" % (status, int(cpu * 1000), usage.ru_maxrss))
+        t = os.times()
+        sock.send(b"done %d %d" % (status, int((t.user + t.system - cpu0) * 1000)))
 )PY";
 
 // A session interpreter started cold (no zygote ready): its control socket is fd 3.
