@@ -10,7 +10,7 @@ import unittest
 from unittest import mock
 
 import vial_client
-from vial_client import CapacityError, InvalidInput, NotFound, TooLarge, VialClient
+from vial_client import CapacityError, Conflict, InvalidInput, NotFound, TooLarge, VialClient
 
 SOCKET = os.environ.get("VIAL_TEST_SOCKET")
 URL = os.environ.get("VIAL_TEST_URL")
@@ -212,6 +212,9 @@ class HangUpTest(unittest.TestCase):
         with self.vial.create_session("python") as s:
             events = s.exec_stream(code=SLEEPER)
             self.assertEqual(next(events)["type"], "stdout")
+            with self.assertRaises(Conflict) as e:  # one exec at a time
+                s.exec(code="print(1)")
+            self.assertEqual(e.exception.status, 409)
             events.close()
             self.assertTrue(wait_until(lambda: s.id not in [x["id"] for x in self.vial.sessions()]))
 

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 
 import {
-  CapacityError, Forbidden, InvalidInput, NotFound, TooLarge, Unauthorized, VialClient, VialError, defaultSocketPath,
+  CapacityError, Conflict, Forbidden, InvalidInput, NotFound, TooLarge, Unauthorized, VialClient, VialError, defaultSocketPath,
 } from '../index.mjs';
 
 const { VIAL_TEST_SOCKET: SOCKET, VIAL_TEST_URL: URL_, VIAL_TEST_TOKEN: TOKEN } = process.env;
@@ -189,6 +189,7 @@ describe('hanging up', server, () => {
     await vial.withSession('python', undefined, async (s) => {
       for await (const e of s.execStream({ code: SLEEPER })) {
         assert.equal(e.type, 'stdout');
+        await rejectsWith(s.exec({ code: 'print(1)' }), Conflict, 409); // one exec at a time
         break;
       }
       assert.ok(await waitUntil(async () => !(await vial.sessions()).some((x) => x.id === s.id)));
