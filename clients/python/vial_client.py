@@ -103,31 +103,28 @@ class VialTimeout(VialError):
     """504: a deadline of vial's own (a program's timeout is a normal result instead)."""
 
 
-_BY_CODE = {
-    "invalid_input": InvalidInput,
-    "bad_request": InvalidInput,
-    "unauthorized": Unauthorized,
-    "forbidden": Forbidden,
-    "not_found": NotFound,
-    "conflict": Conflict,
-    "too_large": TooLarge,
-    "boot_failed": BootFailed,
-    "capacity": CapacityError,
-    "unavailable": Unavailable,
-    "timeout": VialTimeout,
+# Error code -> (HTTP status, exception class). Stream `error` events carry no status: they get
+# the one their code has here.
+_CODES = {
+    "invalid_input": (400, InvalidInput),
+    "bad_request": (400, InvalidInput),
+    "unauthorized": (401, Unauthorized),
+    "forbidden": (403, Forbidden),
+    "not_found": (404, NotFound),
+    "conflict": (409, Conflict),
+    "too_large": (413, TooLarge),
+    "boot_failed": (502, BootFailed),
+    "capacity": (503, CapacityError),
+    "unavailable": (503, Unavailable),
+    "timeout": (504, VialTimeout),
 }
-_BY_STATUS = {400: InvalidInput, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
-              413: TooLarge, 502: BootFailed, 503: Unavailable, 504: VialTimeout}
-# Stream `error` events carry no HTTP status: use the one the code would have had.
-_STATUS_OF_CODE = {"invalid_input": 400, "bad_request": 400, "unauthorized": 401, "forbidden": 403,
-                   "not_found": 404, "conflict": 409, "too_large": 413, "boot_failed": 502,
-                   "capacity": 503, "unavailable": 503, "timeout": 504}
+_BY_STATUS = {status: cls for status, cls in _CODES.values() if cls is not CapacityError}
 
 
 def _make_error(status: int, error: Mapping[str, Any], retry_after: Optional[str] = None) -> VialError:
     code = str(error.get("code", "http_%d" % status))
     message = str(error.get("message", ""))
-    cls = _BY_CODE.get(code) or _BY_STATUS.get(status, VialError)
+    cls = _CODES[code][1] if code in _CODES else _BY_STATUS.get(status, VialError)
     if cls is CapacityError:
         try:
             seconds = float(retry_after) if retry_after is not None else None
@@ -315,7 +312,7 @@ class VialClient:
                 event = json.loads(line)
                 if event.get("type") == "error":
                     error = event.get("error", {})
-                    raise _make_error(_STATUS_OF_CODE.get(error.get("code"), 500), error)
+                    raise _make_error(_CODES.get(error.get("code"), (500,))[0], error)
                 yield event
         finally:
             # Hang up (the response owns the socket once the connection handed it over): if the
