@@ -120,6 +120,7 @@ struct ExecResult {
   bool stdout_truncated = false;
   bool stderr_truncated = false;
   uint64_t wall_ms = 0;
+  // For a session's exec: the interpreter's CPU time during it, and its peak RSS so far.
   uint64_t cpu_ms = 0;
   uint64_t max_rss_kib = 0;
   bool warm = false;  // the program was forked from a warm interpreter (not exec'd cold)

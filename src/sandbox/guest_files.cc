@@ -1,11 +1,10 @@
 #include "sandbox/guest_files.h"
 
 #include <archive_entry.h>
-#include <sys/stat.h>
 
-#include <cerrno>
+#include <algorithm>
 #include <cmath>
-#include <cstring>
+#include <cstdio>
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -333,7 +332,9 @@ asio::awaitable<std::vector<GuestEntry>> list_dir(AgentClient& agent, std::strin
     throw Error(ErrorKind::invalid_input, guest_dir + " has too many entries to list (over " +
                                               std::to_string(kListLimit >> 20) + " MiB of names)");
   }
-  co_return parse_entries(o.out);
+  auto entries = parse_entries(o.out);
+  std::sort(entries.begin(), entries.end(), [](const GuestEntry& a, const GuestEntry& b) { return a.name < b.name; });
+  co_return entries;
 }
 
 asio::awaitable<std::optional<GuestEntry>> stat_path(AgentClient& agent, std::string guest_path, bool as_root) {

@@ -48,7 +48,7 @@ asio::awaitable<void> write_file(AgentClient& agent, std::string guest_path, std
 asio::awaitable<std::string> read_file(AgentClient& agent, std::string guest_path, uint64_t max_bytes,
                                        bool as_root);
 
-// The entries of a directory (not recursive, without . and ..), in the guest's order.
+// The entries of a directory (not recursive, without . and ..), sorted by name.
 // Error(not_found) when missing, Error(invalid_input) when not a directory.
 asio::awaitable<std::vector<GuestEntry>> list_dir(AgentClient& agent, std::string guest_dir, bool as_root);
 

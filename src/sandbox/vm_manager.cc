@@ -89,7 +89,8 @@ agent::ExecRequest to_exec_request(const RunRequest& r, const std::string& sessi
   if (r.argv.empty()) {
     e.language = r.language;
     e.code = r.code;
-    if (r.language == "python") e.session = session;
+    // Root and user code get separate interpreters: a session can't switch user.
+    if (r.language == "python") e.session = r.as_root ? session + "#root" : session;
   } else {
     e.argv = r.argv;  // the language only chose the VM's image
   }

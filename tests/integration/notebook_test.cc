@@ -1,6 +1,7 @@
 // Notebook state through the engine (Vm::execute, python) in real VMs (TCG): variables,
 // imports and functions persist across executes, an exception keeps them, a timeout leaves
-// the VM usable (state kept when the code stops at the interrupt), and VMs share nothing.
+// the VM usable (state kept when the code stops at the interrupt), VMs share nothing, and
+// root code has an interpreter of its own.
 #include "vm_manager_harness.h"
 
 namespace vial::test {
@@ -42,7 +43,7 @@ TEST_F(VmManagerTest, NotebookStatePersistsAcrossExecutes) {
   });
 }
 
-TEST_F(VmManagerTest, NotebookStateIsPerVm) {
+TEST_F(VmManagerTest, NotebookStateIsPerVmAndUser) {
   VIAL_REQUIRE_IMAGE("python");
   run_engine([&]() -> asio::awaitable<void> {
     auto stopper = co_await start_manager(settings());
@@ -54,6 +55,20 @@ TEST_F(VmManagerTest, NotebookStateIsPerVm) {
     EXPECT_EQ(b.stdout_data, "None\n") << describe(b);
     RunResult c = co_await exec(*one, "print(secret)");
     EXPECT_EQ(c.stdout_data, "one\n") << describe(c);
+
+    // Root code (named machines) has an interpreter of its own in the same VM.
+    RunRequest root;
+    root.language = "python";
+    root.as_root = true;
+    root.code = "import os\nuid = os.getuid()\nprint(uid, 'secret' in globals())";
+    ExecCallbacks none;
+    RunResult r = co_await one->execute(root, none);
+    EXPECT_EQ(r.stdout_data, "0 False\n") << describe(r);
+    root.code = "print(uid)";
+    RunResult r2 = co_await one->execute(root, none);
+    EXPECT_EQ(r2.stdout_data, "0\n") << describe(r2);
+    RunResult u = co_await exec(*one, "print(secret, 'uid' in globals())");
+    EXPECT_EQ(u.stdout_data, "one False\n") << describe(u);
     stopper.manager->destroy_vm(one);
     stopper.manager->destroy_vm(two);
   });
