@@ -122,9 +122,14 @@ export class VialClient {
   }
 
   // Sends a request; resolves to the response (an error status rejects with a VialError
-  // unless listed in `allow`). The caller consumes or destroys the response.
-  send(method, target, { body, contentType, accept = 'application/json', waitS = this.timeout, allow = [] } = {}) {
+  // unless listed in `allow`). The caller consumes or destroys the response. `expectContinue`
+  // (uploads): the body goes only after the server's 100 Continue, so a refusal (413) arrives
+  // as a reply instead of a broken pipe.
+  send(method, target, {
+    body, contentType, accept = 'application/json', waitS = this.timeout, allow = [], expectContinue = false,
+  } = {}) {
     const headers = { Accept: accept, Connection: 'close' };
+    if (expectContinue) headers.Expect = '100-continue';
     if (contentType) headers['Content-Type'] = contentType;
     if (body !== undefined) headers['Content-Length'] = Buffer.byteLength(body);
     if (this.token) headers.Authorization = `Bearer ${this.token}`;
@@ -166,7 +171,12 @@ export class VialClient {
         else reject(e);
       });
       req.on('close', () => { if (sendError) reject(sendError); });
-      req.end(body);
+      if (expectContinue) {
+        req.on('continue', () => req.end(body));
+        req.flushHeaders();
+      } else {
+        req.end(body);
+      }
     });
   }
 
@@ -296,7 +306,7 @@ export class Session {
   putFile(filePath, data, { mode = 0o644 } = {}) {
     const body = typeof data === 'string' ? Buffer.from(data, 'utf8') : Buffer.from(data);
     return this.client.json('PUT', `${this.#path}/files/${quotePath(filePath)}?mode=${mode.toString(8)}`, undefined, {
-      body, contentType: 'application/octet-stream', waitS: this.client.timeout + SLACK_S });
+      body, contentType: 'application/octet-stream', waitS: this.client.timeout + SLACK_S, expectContinue: true });
   }
 
   getFile(filePath) {
