@@ -2,29 +2,32 @@
 // script, and `_session(sock)`, the loop of a persistent interpreter.
 //
 // Agent -> interpreter, one SEQPACKET message per cell:
-//   {"file": PATH, "cwd": DIR or "", "env": {K: V}} + SCM_RIGHTS [stdin, stdout, stderr]
+//   "FILE\0CWD\0K=V\0K=V..." (CWD "" keeps the current one; the K=V are set in os.environ)
+//   + SCM_RIGHTS [stdin, stdout, stderr]
 // The interpreter puts the three fds on 0-2, runs the file's code in the session's one
 // globals dict (that of a fresh `__main__`), prints an uncaught exception's traceback to the
 // cell's stderr, puts /dev/null back on 0-2 (so the pipes close) and answers
-//   "done STATUS CPU_MS"   (STATUS 0, 1 after an exception, N for SystemExit(N); the agent
-//   reads the peak RSS from /proc: importing `resource` costs a first cell under TCG dearly)
+//   "done STATUS CPU_MS"   (STATUS 0, 1 after an exception, N for SystemExit(N))
 // SIGINT raises KeyboardInterrupt only while a cell runs: the agent's interrupt at a timeout
 // stops the cell and keeps the state.
+//
+// Under TCG every module imported costs a cold start dearly (json, socket and random added
+// ~0.5 s), so this code uses only what python has loaded at startup plus _socket and
+// _signal; linecache gets the cells' source once something has imported it.
 #pragma once
 
 namespace vial::guest {
 
 // Imports and helpers both the zygote and a cold session interpreter need.
 inline constexpr const char* kPythonCommon = R"PY(
-import os, sys, json, random, socket, array, types, builtins, signal, io, importlib.machinery
+import os, sys, io, builtins, _socket, _signal
 
 def _fds_of(anc):
     fds = []
     for level, kind, data in anc:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            a = array.array("i")
-            a.frombytes(data[: len(data) - len(data) % a.itemsize])
-            fds.extend(a)
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            for i in range(0, len(data) - len(data) % 4, 4):
+                fds.append(int.from_bytes(data[i:i + 4], sys.byteorder, signed=True))
     return fds
 
 def _exit_status(e):
@@ -46,11 +49,22 @@ def _flush():
         except Exception:
             pass
 
+_cell_sources = {}  # cell name -> source, until linecache has it
+
+def _share_sources():
+    lc = sys.modules.get("linecache")
+    if lc is None:
+        return
+    for name, src in _cell_sources.items():
+        lc.cache[name] = (len(src), None, src.decode("utf-8", "replace").splitlines(True), name)
+    _cell_sources.clear()
+
 def _report(e):
     tb = e.__traceback__.tb_next if e.__traceback__ else None  # drop the runner's frame
     e.__traceback__ = tb
     if sys.excepthook is sys.__excepthook__:
         import traceback  # it reads linecache, where cells keep their source (no file)
+        _share_sources()
         traceback.print_exception(type(e), e, tb)
     else:
         sys.excepthook(type(e), e, tb)
@@ -65,30 +79,26 @@ def _fresh_stdio(enc):
         setattr(sys, name, stream)
         setattr(sys, "__%s__" % name, stream)
 
-def _session(sock):
-    import linecache
-    main = types.ModuleType("__main__")
+def _session(ctl_fd):
+    sock = _socket.socket(fileno=ctl_fd)
+    main = type(sys)("__main__")
     main.__builtins__ = builtins
     sys.modules["__main__"] = main
     sys.path[0] = ""
-    random.seed()
     enc = [(s.encoding, s.errors) for s in (sys.__stdin__, sys.__stdout__, sys.__stderr__)]
     null = os.open(os.devnull, os.O_RDWR)
     running = [False]
     def interrupt(sig, frame):
         if running[0]:
             raise KeyboardInterrupt
-    signal.signal(signal.SIGINT, interrupt)
+    _signal.signal(_signal.SIGINT, interrupt)
     cells = 0
     while True:
-        try:
-            msg, anc, _flags, _addr = sock.recvmsg(1 << 20, socket.CMSG_SPACE(16 * 4))
-        except InterruptedError:
-            continue
+        msg, anc, _flags, _addr = sock.recvmsg(1 << 20, _socket.CMSG_SPACE(16 * 4))
         if not msg:
             os._exit(0)
         fds = _fds_of(anc)
-        req = json.loads(msg)
+        path, cwd, *env = os.fsdecode(msg).split("\0")
         for i in range(3):
             os.dup2(fds[i], i)
         for fd in fds:
@@ -99,15 +109,18 @@ def _session(sock):
         cpu0 = t.user + t.system
         status = 0
         try:
-            os.environ.update(req["env"])
-            if req["cwd"]:
-                os.chdir(req["cwd"])
+            for kv in env:
+                k, _, v = kv.partition("=")
+                os.environ[k] = v
+            if cwd:
+                os.chdir(cwd)
             name = "<cell %d>" % cells
-            sys.argv = [req["file"]]  # as a one-shot run sees them
-            main.__file__ = req["file"]
-            with open(req["file"], "rb") as f:
+            sys.argv = [path]  # as a one-shot run sees them
+            main.__file__ = path
+            with open(path, "rb") as f:
                 src = f.read()
-            linecache.cache[name] = (len(src), None, src.decode("utf-8", "replace").splitlines(True), name)
+            _cell_sources[name] = src
+            _share_sources()
             running[0] = True
             try:
                 exec(compile(src, name, "exec", dont_inherit=True), main.__dict__)
@@ -127,7 +140,7 @@ def _session(sock):
 
 // A session interpreter started cold (no zygote ready): its control socket is fd 3.
 inline constexpr const char* kPythonSessionMain = R"PY(
-_session(socket.socket(fileno=3))
+_session(3)
 )PY";
 
 }  // namespace vial::guest

@@ -9,8 +9,6 @@
 #include <cerrno>
 #include <cstring>
 
-#include <nlohmann/json.hpp>
-
 #include "guest/cgroup.h"
 #include "guest/exec.h"
 #include "guest/python_session.h"
@@ -103,8 +101,9 @@ Session* Sessions::acquire(const std::string& name, bool as_root, const ExecConf
 
 bool Sessions::send_cell(Session& s, const std::string& file, const std::string& cwd,
                          const std::map<std::string, std::string>& env, const int stdio[3], std::string& error) {
-  nlohmann::json msg = {{"file", file}, {"cwd", cwd}, {"env", env}};
-  if (send_with_fds(s.sock, msg.dump(), stdio, 3)) return true;
+  std::string msg = file + '\0' + cwd;  // paths and env hold no NUL (the host checks env)
+  for (const auto& [k, v] : env) msg += '\0' + k + "=" + v;
+  if (send_with_fds(s.sock, msg, stdio, 3)) return true;
   error = "session " + s.name + ": the interpreter is gone (" + strerror(errno) + ")";
   kill(s, "its interpreter stopped answering");
   return false;

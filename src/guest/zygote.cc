@@ -30,6 +30,7 @@ constexpr int64_t kMaxBackoffMs = 10000;
 // The python fork server, run with `python3 -u -c` after kPythonCommon. Its socket to the
 // agent is fd 3.
 constexpr const char* kPythonZygote = R"PY(
+import json, random, socket, array, types, signal, importlib.machinery
 import re, math, datetime, collections, itertools, functools
 import subprocess, pathlib, traceback, uuid, hashlib, base64, time, textwrap, string
 import typing, dataclasses, gc
@@ -122,7 +123,7 @@ def _run(req, fds):
         os.environ[k] = v
     random.seed()
     if req["op"] == "session":
-        _session(socket.socket(fileno=3))
+        _session(3)
     path = req["file"]
     sys.argv = [path]
     sys.path[0] = os.path.dirname(os.path.realpath(path))
