@@ -1,5 +1,6 @@
-// One running user program: spawning it (pipes, session, privileges, cgroup) and its state
-// until the exit frame. The server owns the I/O loop; this module owns the process.
+// One running user program, or one cell of a notebook session (session.h): spawning it
+// (pipes, setsid, privileges, cgroup) and its state until the exit frame. The server owns the
+// I/O loop; this module owns the process.
 #pragma once
 
 #include <signal.h>
