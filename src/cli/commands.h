@@ -12,6 +12,7 @@ void add_run_command(CLI::App& app);
 void add_image_command(CLI::App& app);
 void add_doctor_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_machine_command(CLI::App& app);
 void add_pack_command(CLI::App& app);
 
 }  // namespace vial::cli

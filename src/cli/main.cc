@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   vial::cli::add_image_command(app);
   vial::cli::add_doctor_command(app);
   vial::cli::add_bench_command(app);
+  vial::cli::add_machine_command(app);
   vial::cli::add_pack_command(app);
   try {
     app.parse(argc, argv);

@@ -1,0 +1,380 @@
+// `vial machine ...`: named persistent machines, argv-compatible with the smolvm CLI
+// (create NAME / start --name / stop --name / delete -f NAME / exec --name -- ARGV / cp / ls).
+#include <cstdint>
+#include <cstdio>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "images/image_store.h"
+#include "machine/duration.h"
+#include "machine/machine_name.h"
+#include "machine/exec_client.h"
+#include "machine/machine_store.h"
+#include "machine/supervisor.h"
+#include "sandbox/guest_files.h"
+#include "util/error.h"
+#include "util/event_loop.h"
+
+namespace vial::cli {
+namespace {
+
+using namespace vial::machine;
+
+// Runs one machine subcommand; ends it with `body`'s exit code, or the error's.
+[[noreturn]] void finish(const std::function<int()>& body, bool json = false, int failure_code = kExitFailure) {
+  int code;
+  try {
+    code = body();
+  } catch (const std::exception& e) {
+    code = report_error(e, json, failure_code);
+  }
+  throw CLI::RuntimeError(code);
+}
+
+// Every command takes the machine's name as --name NAME or as a positional NAME (smolvm uses
+// one or the other depending on the command; scripts should not have to remember which).
+struct NameArgs {
+  std::string flag;
+  std::string positional;
+
+  void add_to(CLI::App* cmd) {
+    cmd->add_option("--name", flag, "The machine's name");
+    cmd->add_option("name", positional, "The machine's name (instead of --name)");
+  }
+  std::string get() const {
+    if (!flag.empty() && !positional.empty() && flag != positional) {
+      throw Error(ErrorKind::invalid_input, "two names given ('" + flag + "' and '" + positional + "'): give one");
+    }
+    if (flag.empty() && positional.empty()) throw Error(ErrorKind::invalid_input, "give the machine's name: --name NAME");
+    return flag.empty() ? positional : flag;
+  }
+};
+
+nlohmann::json status_json(const MachineStatus& s) {
+  const MachineRecord& r = s.record;
+  return {{"name", r.name},
+          {"state", to_string(s.state)},
+          {"cpus", r.config.cpus},
+          {"memory_mib", r.config.memory_mib},
+          {"pid", s.pid > 0 ? nlohmann::json(s.pid) : nlohmann::json(nullptr)},
+          {"supervisor_pid", s.state == MachineState::running ? nlohmann::json(r.supervisor_pid) : nlohmann::json(nullptr)},
+          {"created_at", r.created_at},
+          {"started_at", r.started_at.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.started_at)},
+          {"image", r.image},
+          {"error", s.reason.empty() ? nlohmann::json(nullptr) : nlohmann::json(s.reason)}};
+}
+
+void print_table(const std::vector<MachineStatus>& machines) {
+  std::printf("%-24s %-8s %4s %8s %8s %-21s %s\n", "NAME", "STATE", "CPUS", "MEMORY", "PID", "CREATED", "IMAGE");
+  for (const auto& s : machines) {
+    std::printf("%-24s %-8s %4u %7uM %8s %-21s %s\n", s.record.name.c_str(), std::string(to_string(s.state)).c_str(),
+                s.record.config.cpus, s.record.config.memory_mib, s.pid > 0 ? std::to_string(s.pid).c_str() : "-",
+                s.record.created_at.c_str(), s.record.image.c_str());
+  }
+}
+
+// Machines boot images, never snippets: any image decides the accelerator as well as another.
+std::string accel_probe_image(const MachineRecord& record) {
+  return is_image_language(record.image) ? record.image : kDefaultMachineImage;
+}
+
+MachineRecord require_running(MachineStore& store, const std::string& name) {
+  MachineStatus s = store.status(name);
+  if (s.state != MachineState::running) {
+    throw Error(ErrorKind::conflict, "machine '" + name + "' is not running (it is " + std::string(to_string(s.state)) +
+                                         "): `vial machine start --name " + name + "`");
+  }
+  return s.record;
+}
+
+// An AgentClient on the machine's relay socket, hello done.
+boost::asio::awaitable<std::shared_ptr<AgentClient>> connect_machine(const std::string& name) {
+  AgentClient::Socket socket(co_await boost::asio::this_coro::executor);
+  boost::system::error_code ec;
+  socket.connect({relay_socket(name).string()}, ec);
+  if (ec) {
+    throw Error(ErrorKind::unavailable, "cannot reach machine '" + name + "' at " + relay_socket(name).string() + ": " +
+                                            ec.message());
+  }
+  auto agent = AgentClient::create(std::move(socket));
+  co_await agent->hello();
+  co_return agent;
+}
+
+// No output limits and no timeout unless asked: a machine's commands are the user's own.
+agent::ExecRequest base_request(const MachineRecord& record) {
+  agent::ExecRequest request;
+  request.env = record.config.env;
+  request.cwd = record.config.workdir;
+  request.timeout_ms = UINT32_MAX;
+  request.stdout_limit = UINT64_MAX;
+  request.stderr_limit = UINT64_MAX;
+  request.as_root = true;  // the machine is the user's own VM, as with smolvm
+  return request;
+}
+
+void add_create(CLI::App& machine) {
+  struct Args {
+    std::string name, from, smolfile, vialfile;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd = machine.add_subcommand("create", "Create a machine (its disk persists until `delete`)");
+  cmd->footer("NAME: 1-63 characters a-z 0-9 _ . - starting with a letter or digit; before or after the flags.\n"
+              "The config file is TOML with smolvm's Smolfile keys: cpus, memory (MiB), env = [\"K=V\"],\n"
+              "workdir, init = [\"cmd\"] (run at every start), net, [network]. See docs/machines.md.\n"
+              "Example: vial machine create --smolfile agent.toml agent-1");
+  cmd->add_option("name", a->name, "The machine's name")->required();
+  cmd->add_option("--from", a->from, "A pack (.vial / .smolmachine) to boot instead of the python image");
+  auto* smol = cmd->add_option("--smolfile", a->smolfile, "Config file (TOML)");
+  cmd->add_option("--vialfile", a->vialfile, "Config file (TOML); the same as --smolfile")->excludes(smol);
+  cmd->callback([a] {
+    finish([a] {
+      CreateOptions options;
+      options.name = a->name;
+      if (!a->from.empty()) options.pack = a->from;
+      if (!a->smolfile.empty()) options.config_file = a->smolfile;
+      if (!a->vialfile.empty()) options.config_file = a->vialfile;
+      MachineStore().create(options);
+      return kExitOk;
+    });
+  });
+}
+
+void add_start_stop(CLI::App& machine) {
+  auto start = std::make_shared<NameArgs>();
+  CLI::App* cmd = machine.add_subcommand("start", "Boot a machine; returns once its agent and init commands are done");
+  start->add_to(cmd);
+  cmd->callback([start] {
+    finish([start] {
+      MachineStore store;
+      MachineRecord record = store.require(start->get());
+      store.start(record.name, choose_accel(accel_probe_image(record), /*quiet=*/true));
+      return kExitOk;
+    });
+  });
+
+  auto stop = std::make_shared<NameArgs>();
+  cmd = machine.add_subcommand("stop", "Stop a machine: the guest syncs its disks, then QEMU quits (killed after 30 s)");
+  stop->add_to(cmd);
+  cmd->callback([stop] {
+    finish([stop] {
+      MachineStore().stop(stop->get());
+      return kExitOk;
+    });
+  });
+}
+
+void add_delete(CLI::App& machine) {
+  struct Args {
+    NameArgs name;
+    bool force = false;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd = machine.add_subcommand("delete", "Delete a machine and its disk (-f: stop it first if running)");
+  a->name.add_to(cmd);
+  cmd->add_flag("-f,--force", a->force, "Stop the machine if it runs");
+  cmd->callback([a] {
+    finish([a] {
+      MachineStore().remove(a->name.get(), a->force);
+      return kExitOk;
+    });
+  });
+}
+
+void add_status_ls(CLI::App& machine) {
+  struct Args {
+    NameArgs name;
+    bool json = false;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd = machine.add_subcommand("status", "Show one machine's state (created, running, stopped, error)");
+  a->name.add_to(cmd);
+  cmd->add_flag("--json", a->json, "Print one JSON object");
+  cmd->callback([a] {
+    finish(
+        [a] {
+          nlohmann::json j = status_json(MachineStore().status(a->name.get()));
+          if (a->json) {
+            std::cout << dump_json(j) << std::endl;
+          } else {
+            for (const auto& [key, value] : j.items()) {
+              std::cout << key << ": " << (value.is_string() ? value.get<std::string>() : value.dump()) << "\n";
+            }
+          }
+          return kExitOk;
+        },
+        a->json);
+  });
+
+  auto json = std::make_shared<bool>(false);
+  cmd = machine.add_subcommand("ls", "List machines (a table, or a JSON list with --json)");
+  cmd->alias("list");
+  cmd->add_flag("--json", *json, "Print a JSON list of objects: name, state, cpus, memory_mib, pid, created_at, image");
+  cmd->callback([json] {
+    finish(
+        [json] {
+          std::vector<MachineStatus> machines = MachineStore().list();
+          if (*json) {
+            nlohmann::json list = nlohmann::json::array();
+            for (const auto& s : machines) list.push_back(status_json(s));
+            std::cout << dump_json(list) << std::endl;
+          } else {
+            print_table(machines);
+          }
+          return kExitOk;
+        },
+        *json);
+  });
+}
+
+void add_exec_shell(CLI::App& machine) {
+  struct Args {
+    NameArgs name;
+    std::vector<std::string> env;
+    std::string workdir;
+    std::string timeout;
+    bool interactive = false;
+    std::vector<std::string> command;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd = machine.add_subcommand("exec", "Run a command in a running machine; its exit code becomes vial's");
+  cmd->footer("stdout and stderr pass through unchanged; a failure of vial itself exits 125, a timeout 124.\n"
+              "Example: vial machine exec --name agent-1 -e MODE=fast -w /srv --timeout 2m -- make test");
+  cmd->add_option("--name", a->name.flag, "The machine's name")->required();
+  cmd->add_option("-e,--env", a->env, "Environment variable KEY=VALUE (repeatable)");
+  cmd->add_option("-w,--workdir", a->workdir, "Working directory in the guest");
+  cmd->add_option("--timeout", a->timeout, "Kill the command after DURATION: 30, 30s, 2m, 1h (default: none)");
+  cmd->add_flag("-i,--interactive", a->interactive, "Send vial's stdin to the command");
+  cmd->add_option("command", a->command, "The command and its arguments, after --")->required();
+  cmd->callback([a] {
+    finish(
+        [a] {
+          MachineStore store;
+          MachineRecord record = require_running(store, a->name.get());
+          agent::ExecRequest request = base_request(record);
+          request.argv = a->command;
+          for (const auto& kv : a->env) {
+            auto [key, value] = split_env(kv, "-e");
+            request.env[key] = value;
+          }
+          if (!a->workdir.empty()) request.cwd = a->workdir;
+          if (!a->timeout.empty()) {
+            request.timeout_ms = static_cast<uint32_t>(parse_duration(a->timeout, "--timeout").count());
+          }
+          return stream_exec(relay_socket(record.name), request, a->interactive);
+        },
+        false, kExitVialError);
+  });
+
+  auto shell = std::make_shared<NameArgs>();
+  cmd = machine.add_subcommand("shell", "An interactive shell in a running machine (sh -i; no terminal emulation yet)");
+  shell->add_to(cmd);
+  cmd->callback([shell] {
+    finish(
+        [shell] {
+          MachineStore store;
+          MachineRecord record = require_running(store, shell->get());
+          agent::ExecRequest request = base_request(record);
+          request.argv = {"/bin/sh", "-i"};
+          return stream_exec(relay_socket(record.name), request, /*forward_stdin=*/true);
+        },
+        false, kExitVialError);
+  });
+}
+
+// One side of `cp`: NAME:/guest/path, or a host path.
+struct CopySide {
+  std::string machine;  // empty: the host
+  std::string path;
+};
+
+CopySide parse_side(const std::string& arg, const std::string& which) {
+  if (arg.empty()) throw Error(ErrorKind::invalid_input, "cp: the " + which + " path is empty");
+  size_t colon = arg.find(':');
+  if (colon == std::string::npos || colon == 0) return {{}, arg};
+  CopySide side{arg.substr(0, colon), arg.substr(colon + 1)};
+  validate_name(side.machine);
+  if (side.path.empty() || side.path[0] != '/') {
+    throw Error(ErrorKind::invalid_input,
+                "cp: the " + which + " path in the machine must be absolute, like " + side.machine + ":/root/file");
+  }
+  return side;
+}
+
+void add_cp(CLI::App& machine) {
+  struct Args {
+    std::string src, dst;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd = machine.add_subcommand("cp", "Copy a file or directory into or out of a running machine");
+  cmd->footer("Exactly one side is NAME:/path. Modes are kept; a directory is copied with its contents.\n"
+              "Examples: vial machine cp ./src agent-1:/srv/src   vial machine cp agent-1:/srv/out.tar .");
+  cmd->add_option("src", a->src, "Source: a host path or NAME:/path")->required();
+  cmd->add_option("dst", a->dst, "Destination: a host path or NAME:/path")->required();
+  cmd->callback([a] {
+    finish([a] {
+      CopySide src = parse_side(a->src, "source");
+      CopySide dst = parse_side(a->dst, "destination");
+      if (src.machine.empty() == dst.machine.empty()) {
+        throw Error(ErrorKind::invalid_input, "cp: exactly one of source and destination must be NAME:/path");
+      }
+      MachineStore store;
+      MachineRecord record = require_running(store, src.machine.empty() ? dst.machine : src.machine);
+      run_with_signals([&]() -> boost::asio::awaitable<void> {
+        auto agent = co_await connect_machine(record.name);
+        // Named values: GCC 12 miscompiles conversions to by-value parameters inside co_await.
+        std::filesystem::path host = src.machine.empty() ? src.path : dst.path;
+        std::string guest = src.machine.empty() ? dst.path : src.path;
+        if (src.machine.empty()) {
+          co_await copy_in(*agent, host, guest, /*as_root=*/true);
+        } else {
+          co_await copy_out(*agent, guest, host, /*as_root=*/true);
+        }
+        agent->close();  // its reader would keep the event loop running
+      });
+      return kExitOk;
+    });
+  });
+}
+
+void add_supervise(CLI::App& machine) {
+  struct Args {
+    std::string name;
+    std::string accel;
+    int ready_fd = -1;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd = machine.add_subcommand("__supervise", "Internal: the process of a running machine");
+  cmd->group("");  // hidden: `vial machine start` runs it
+  cmd->add_option("name", a->name)->required();
+  cmd->add_option("--accel", a->accel)->required()->check(CLI::IsMember({"kvm", "tcg"}));
+  cmd->add_option("--ready-fd", a->ready_fd);
+  cmd->callback([a] {
+    SupervisorOptions options;
+    options.name = a->name;
+    options.accel = {a->accel == "kvm" ? AccelKind::kvm : AccelKind::tcg, "chosen by vial machine start"};
+    options.ready_fd = a->ready_fd;
+    throw CLI::RuntimeError(run_supervisor(options));
+  });
+}
+
+}  // namespace
+
+void add_machine_command(CLI::App& app) {
+  CLI::App* machine = app.add_subcommand("machine", "Named persistent machines (smolvm-compatible argv)");
+  machine->footer("Life cycle: create NAME, start --name NAME, exec --name NAME -- CMD..., cp, stop --name NAME,\n"
+                  "delete -f NAME; ls --json lists them. Every failure exits non-zero with one line on stderr.");
+  machine->require_subcommand(1);
+  add_create(*machine);
+  add_start_stop(*machine);
+  add_delete(*machine);
+  add_status_ls(*machine);
+  add_exec_shell(*machine);
+  add_cp(*machine);
+  add_supervise(*machine);
+}
+
+}  // namespace vial::cli
