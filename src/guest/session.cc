@@ -19,7 +19,7 @@
 namespace vial::guest {
 
 namespace {
-// Each interpreter costs guest memory; a runaway host can't make more than this.
+// Each interpreter costs guest memory; a runaway host can't make more than this alive.
 constexpr size_t kMaxSessions = 32;
 }  // namespace
 
@@ -37,6 +37,9 @@ Session* Sessions::acquire(const std::string& name, bool as_root, const ExecConf
   started.clear();
   auto it = sessions_.find(name);
   if (it == sessions_.end()) {
+    if (sessions_.size() >= kMaxSessions) {  // forget one whose interpreter is gone
+      std::erase_if(sessions_, [](const auto& entry) { return entry.second->pid <= 0 && entry.second->busy == 0; });
+    }
     if (sessions_.size() >= kMaxSessions) {
       error = "too many sessions (" + std::to_string(kMaxSessions) + ") in this VM";
       return nullptr;

@@ -181,3 +181,25 @@ TYPED_TEST(AgentSession, OneCellAtATimeAndLimits) {
 }
 
 }  // namespace
+
+namespace {
+
+using AgentWarmSession = SessionTest<AgentWarm>;
+
+TEST_F(AgentWarmSession, AtMost32LiveSessionsAndDeadOnesMakeRoom) {
+  for (uint32_t i = 1; i <= 32; ++i) {
+    auto o = cell(i, "x = 1", "s" + std::to_string(i));
+    ASSERT_TRUE(o.result) << i << ": " << o.error->message;
+  }
+  auto full = cell(100, "x = 1", "one-too-many");
+  ASSERT_TRUE(full.error);
+  EXPECT_EQ(full.error->code, "spawn_failed");
+  EXPECT_NE(full.error->message.find("too many sessions"), std::string::npos) << full.error->message;
+  auto gone = cell(101, "import os\nos._exit(0)", "s1");
+  ASSERT_TRUE(gone.result);
+  auto room = cell(102, "print('fits')", "one-too-many");
+  ASSERT_TRUE(room.result) << room.error->message;
+  EXPECT_EQ(room.out, "fits\n");
+}
+
+}  // namespace
