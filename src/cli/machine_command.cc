@@ -328,12 +328,18 @@ void add_cp(CLI::App& machine) {
         // Named values: GCC 12 miscompiles conversions to by-value parameters inside co_await.
         std::filesystem::path host = src.machine.empty() ? src.path : dst.path;
         std::string guest = src.machine.empty() ? dst.path : src.path;
-        if (src.machine.empty()) {
-          co_await copy_in(*agent, host, guest, /*as_root=*/true);
-        } else {
-          co_await copy_out(*agent, guest, host, /*as_root=*/true);
+        std::exception_ptr failed;
+        try {
+          if (src.machine.empty()) {
+            co_await copy_in(*agent, host, guest, /*as_root=*/true);
+          } else {
+            co_await copy_out(*agent, guest, host, /*as_root=*/true);
+          }
+        } catch (...) {
+          failed = std::current_exception();
         }
-        agent->close();  // its reader would keep the event loop running
+        agent->close();  // on every path: its reader would keep the event loop running
+        if (failed) std::rethrow_exception(failed);
       });
       return kExitOk;
     });
