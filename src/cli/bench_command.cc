@@ -4,11 +4,13 @@
 #include <CLI/CLI.hpp>
 
 #include "bench/engine_bench.h"
+#include "bench/machine_bench.h"
 #include "bench/overlay_bench.h"
 #include "bench/run_bench.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "images/image_store.h"
+#include "machine/machine_store.h"
 
 namespace vial::cli {
 namespace {
@@ -55,6 +57,17 @@ void add_bench_command(CLI::App& app) {
     print_bench(engine->language, [engine](const Accel& accel) {
       engine->accel = accel;
       return bench::bench_engine(*engine);
+    });
+  });
+
+  auto machine_opts = std::make_shared<bench::MachineBenchOptions>();
+  CLI::App* m = bench->add_subcommand("machine", "Named machines: cases start (stopped to agent ready), stop");
+  m->add_option("-n,--count", machine_opts->count, "Start/stop cycles")->capture_default_str();
+  m->add_flag("--json", *json, "Print JSON (the only format; accepted for symmetry)");
+  m->callback([machine_opts] {
+    print_bench(machine::kDefaultMachineImage, [machine_opts](const Accel& accel) {
+      machine_opts->accel = accel;
+      return bench::bench_machine(*machine_opts);
     });
   });
 

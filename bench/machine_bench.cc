@@ -1,0 +1,50 @@
+#include "bench/machine_bench.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "bench/bench_report.h"
+#include "machine/machine_store.h"
+#include "util/error.h"
+
+namespace vial::bench {
+namespace {
+
+double ms_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+nlohmann::json bench_machine(const MachineBenchOptions& options) {
+  if (options.count < 1) throw Error(ErrorKind::invalid_input, "--count must be at least 1");
+  machine::MachineStore store;
+  machine::CreateOptions create;
+  create.name = "vial-bench-" + std::to_string(::getpid());
+  store.create(create);
+  std::vector<double> start, stop;
+  try {
+    for (int i = 0; i < options.count; ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      store.start(create.name, options.accel);
+      start.push_back(ms_since(t0));
+      t0 = std::chrono::steady_clock::now();
+      store.stop(create.name);
+      stop.push_back(ms_since(t0));
+      std::fprintf(stderr, "cycle %d/%d: start %.0f ms, stop %.0f ms\n", i + 1, options.count, start.back(),
+                   stop.back());
+    }
+  } catch (...) {
+    store.remove(create.name, /*force=*/true);
+    throw;
+  }
+  store.remove(create.name, /*force=*/true);
+  BenchReport report("machine", options.accel.name());
+  report.add_case("start", start);
+  report.add_case("stop", stop);
+  return report.to_json();
+}
+
+}  // namespace vial::bench
