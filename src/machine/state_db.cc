@@ -2,7 +2,9 @@
 
 #include <sqlite3.h>
 
+#include <chrono>
 #include <ctime>
+#include <thread>
 #include <string_view>
 
 #include "util/error.h"
@@ -123,12 +125,23 @@ StateDb::StateDb(const std::filesystem::path& file) {
     throw Error(ErrorKind::unavailable, "cannot open " + file.string() + ": " + msg);
   }
   sqlite3_busy_timeout(db_, kBusyTimeoutMs);
-  try {
-    exec(db_, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;");
-    migrate();
-  } catch (...) {
-    sqlite3_close(db_);
-    throw;
+  // Switching a fresh database to WAL while another process does the same can fail with
+  // SQLITE_BUSY without consulting the busy handler, so the set-up retries on its own.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kBusyTimeoutMs);
+  for (;;) {
+    try {
+      exec(db_, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;");
+      migrate();
+      return;
+    } catch (...) {
+      const int rc = sqlite3_errcode(db_);
+      if ((rc == SQLITE_BUSY || rc == SQLITE_LOCKED) && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        continue;
+      }
+      sqlite3_close(db_);
+      throw;
+    }
   }
 }
 
