@@ -1,0 +1,29 @@
+// The JSON form of a run: what `vial run --json` prints and what the HTTP API takes and returns,
+// kept in one place so the CLI, the server and the clients agree.
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "sandbox/runner.h"
+
+namespace vial {
+
+// Builds a RunRequest from {language, code | argv, env, cwd, stdin, timeout, memory_mib}.
+// Unknown fields and wrong types throw Error(invalid_input) naming the field. memory_mib is
+// left at `default_memory_mib` when absent.
+RunRequest run_request_from_json(const nlohmann::json& body, unsigned default_memory_mib);
+
+// The inverse, for clients of the API (the CLI talking to `vial serve`).
+nlohmann::json run_request_to_json(const RunRequest& request);
+
+// {stdout, stderr, exit_code, signal, timed_out, truncated, ..., accel, source, timing}.
+// include_output false leaves stdout/stderr out (they were streamed).
+nlohmann::json run_result_to_json(const RunResult& result, const std::string& accel, bool include_output = true);
+RunResult run_result_from_json(const nlohmann::json& j);
+
+// JSON dump that never throws on invalid UTF-8 (guest output is arbitrary bytes).
+std::string dump_json(const nlohmann::json& j, int indent = -1);
+
+}  // namespace vial
