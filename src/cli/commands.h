@@ -14,5 +14,7 @@ void add_doctor_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_machine_command(CLI::App& app);
 void add_pack_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
+void add_session_command(CLI::App& app);
 
 }  // namespace vial::cli

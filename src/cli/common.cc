@@ -93,8 +93,4 @@ Accel choose_accel(const std::string& language, bool quiet, bool recheck) {
   return accel;
 }
 
-std::string dump_json(const nlohmann::json& j, int indent) {
-  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
-}
-
 }  // namespace vial::cli

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "sandbox/run_json.h"
 #include "vm/accel.h"
 
 namespace vial::cli {
@@ -25,8 +26,5 @@ int report_error(const std::exception& error, bool json, int failure_code = kExi
 // Picks KVM or TCG (probing KVM once with the language's image) and prints the one-line
 // reason on stderr when it falls back to TCG, unless quiet.
 Accel choose_accel(const std::string& language, bool quiet, bool recheck = false);
-
-// JSON dump that never throws on invalid UTF-8 (guest output is arbitrary bytes).
-std::string dump_json(const nlohmann::json& j, int indent = -1);
 
 }  // namespace vial::cli

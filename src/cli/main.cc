@@ -15,6 +15,8 @@ int main(int argc, char** argv) {
   vial::cli::add_bench_command(app);
   vial::cli::add_machine_command(app);
   vial::cli::add_pack_command(app);
+  vial::cli::add_serve_command(app);
+  vial::cli::add_session_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -9,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/daemon_client.h"
 #include "sandbox/runner.h"
 #include "util/error.h"
 #include "vm/qemu_command.h"
@@ -28,6 +29,9 @@ struct RunArgs {
   bool forward_stdin = false;
   bool json = false;
   bool cold = false;
+  bool memory_given = false;
+  bool no_daemon = false;
+  std::string socket;
 };
 
 void write_all(int fd, std::string_view data) {
@@ -73,23 +77,47 @@ RunRequest to_request(const RunArgs& a) {
   return r;
 }
 
-nlohmann::json result_json(const RunResult& r, const Accel& accel) {
-  return {{"stdout", r.stdout_data},
-          {"stderr", r.stderr_data},
-          {"exit_code", r.exit_code},
-          {"signal", r.signal ? nlohmann::json(*r.signal) : nlohmann::json(nullptr)},
-          {"timed_out", r.timed_out},
-          {"truncated", r.stdout_truncated || r.stderr_truncated},
-          {"stdout_truncated", r.stdout_truncated},
-          {"stderr_truncated", r.stderr_truncated},
-          {"accel", accel.name()},
-          {"source", r.source},
-          {"timing", {{"acquire_ms", r.timing.acquire_ms}, {"boot_ms", r.timing.boot_ms}, {"exec_ms", r.timing.exec_ms}, {"total_ms", r.timing.total_ms}}}};
+void report_limits(const RunResult& result, const RunRequest& request, int timeout_s) {
+  if (result.timed_out) {
+    std::fprintf(stderr, "vial: timed out after %d s: the program was killed\n", timeout_s);
+  } else if (result.stdout_truncated || result.stderr_truncated) {
+    std::fprintf(stderr, "vial: output truncated (limits: %llu bytes stdout, %llu bytes stderr)\n",
+                 static_cast<unsigned long long>(request.stdout_limit),
+                 static_cast<unsigned long long>(request.stderr_limit));
+  }
+}
+
+// The same run through a `vial serve` daemon: its warm pool makes it fast.
+int run_on_daemon(const std::filesystem::path& socket, RunRequest request, const RunArgs& args) {
+  DaemonClient client(socket);
+  nlohmann::json body = run_request_to_json(request);
+  body.erase("memory_mib");  // the server's size (-m runs in this process)
+  if (args.json) {
+    nlohmann::json reply = client.call_json("POST", "/v1/run", body);
+    std::cout << dump_json(reply) << std::endl;
+    return reply.value("exit_code", kExitVialError);
+  }
+  std::optional<RunResult> result;
+  client.stream("/v1/run", body, [&](const nlohmann::json& event) {
+    const std::string type = event.value("type", "");
+    if (type == "stdout") write_all(STDOUT_FILENO, event.value("data", ""));
+    if (type == "stderr") write_all(STDERR_FILENO, event.value("data", ""));
+    if (type == "result") result = run_result_from_json(event);
+    if (type == "error") {
+      throw_api_error(event.value("/error/code"_json_pointer, ""), event.value("/error/message"_json_pointer, ""));
+    }
+  });
+  if (!result) throw Error(ErrorKind::internal, "the vial server ended the stream without a result");
+  report_limits(*result, request, args.timeout_s);
+  return result->exit_code;
 }
 
 int run(const RunArgs& args) {
   try {
     RunRequest request = to_request(args);
+    if (!args.no_daemon && !args.cold && !args.memory_given) {
+      if (auto socket = find_daemon(args.socket)) return run_on_daemon(*socket, request, args);
+    }
     RunOptions options;
     options.accel = choose_accel(request.language, args.json);
     options.collect_output = args.json;
@@ -102,13 +130,9 @@ int run(const RunArgs& args) {
     RunResult result;
     run_with_signals([&]() -> boost::asio::awaitable<void> { result = co_await run_once(request, options, stream); });
     if (args.json) {
-      std::cout << dump_json(result_json(result, options.accel)) << std::endl;
-    } else if (result.timed_out) {
-      std::fprintf(stderr, "vial: timed out after %d s: the program was killed\n", args.timeout_s);
-    } else if (result.stdout_truncated || result.stderr_truncated) {
-      std::fprintf(stderr, "vial: output truncated (limits: %llu bytes stdout, %llu bytes stderr)\n",
-                   static_cast<unsigned long long>(request.stdout_limit),
-                   static_cast<unsigned long long>(request.stderr_limit));
+      std::cout << dump_json(run_result_to_json(result, options.accel.name())) << std::endl;
+    } else {
+      report_limits(result, request, args.timeout_s);
     }
     return result.exit_code;
   } catch (const std::exception& e) {
@@ -123,6 +147,8 @@ void add_run_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("run", "Run code in a fresh microVM and print its output");
   cmd->footer(
       "The program's exit code becomes vial's; a timeout exits 124, a failure of vial itself 125.\n"
+      "When a `vial serve` daemon is running (default socket, --socket or $VIAL_SOCKET), the run goes\n"
+      "through it and uses its warm pool; --no-daemon, --cold or -m run it in this process.\n"
       "Examples:\n"
       "  vial run -l python -c 'print(6*7)'\n"
       "  vial run -l shell script.sh -t 10 -e NAME=world\n"
@@ -132,12 +158,17 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("file", args->file, "File with the code to run (instead of -c)");
   cmd->add_option("-t,--timeout", args->timeout_s, "Seconds before the program is killed (1-3600)")
       ->capture_default_str();
-  cmd->add_option("-m,--memory", args->memory_mib, "Guest memory in MiB (at least 64)")->capture_default_str();
+  cmd->add_option("-m,--memory", args->memory_mib, "Guest memory in MiB (at least 64)")
+      ->capture_default_str()
+      ->each([args](const std::string&) { args->memory_given = true; });
   cmd->add_option("-e,--env", args->env, "Environment variable KEY=VALUE (repeatable)");
   cmd->add_option("-w,--workdir", args->cwd, "Working directory in the guest");
   cmd->add_flag("-i,--stdin", args->forward_stdin, "Send vial's stdin to the program");
   cmd->add_flag("--json", args->json, "Print one JSON object with output, exit code and timing");
-  cmd->add_flag("--cold", args->cold, "Boot the VM from scratch instead of restoring the image's template snapshot");
+  cmd->add_flag("--cold", args->cold,
+                "Boot the VM from scratch instead of restoring the image's template snapshot (never uses a daemon)");
+  cmd->add_option("--socket", args->socket, "Run through the `vial serve` daemon on this socket ($VIAL_SOCKET)");
+  cmd->add_flag("--no-daemon", args->no_daemon, "Run in this process even when a `vial serve` daemon is up");
   cmd->callback([args] { throw CLI::RuntimeError(run(*args)); });
 }
 
