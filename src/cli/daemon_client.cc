@@ -25,10 +25,10 @@ bool answers(const std::filesystem::path& path, asio::io_context& io) {
 
 ErrorKind kind_from_code(const std::string& code) {
   for (ErrorKind k : {ErrorKind::invalid_input, ErrorKind::not_found, ErrorKind::conflict, ErrorKind::unavailable,
-                      ErrorKind::boot_failed, ErrorKind::timeout, ErrorKind::capacity, ErrorKind::cancelled}) {
+                      ErrorKind::boot_failed, ErrorKind::timeout, ErrorKind::capacity, ErrorKind::cancelled, ErrorKind::too_large}) {
     if (to_string(k) == code) return k;
   }
-  return code == "too_large" || code == "bad_request" ? ErrorKind::invalid_input : ErrorKind::internal;
+  return code == "bad_request" ? ErrorKind::invalid_input : ErrorKind::internal;
 }
 
 [[noreturn]] void throw_reply_error(int status, const std::string& body) {

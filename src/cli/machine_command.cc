@@ -12,6 +12,7 @@
 #include "machine/duration.h"
 #include "machine/machine_name.h"
 #include "machine/exec_client.h"
+#include "machine/machine_access.h"
 #include "machine/machine_store.h"
 #include "machine/supervisor.h"
 #include "sandbox/guest_files.h"
@@ -53,20 +54,6 @@ struct NameArgs {
   }
 };
 
-nlohmann::json status_json(const MachineStatus& s) {
-  const MachineRecord& r = s.record;
-  return {{"name", r.name},
-          {"state", to_string(s.state)},
-          {"cpus", r.config.cpus},
-          {"memory_mib", r.config.memory_mib},
-          {"pid", s.pid > 0 ? nlohmann::json(s.pid) : nlohmann::json(nullptr)},
-          {"supervisor_pid", s.state == MachineState::running ? nlohmann::json(r.supervisor_pid) : nlohmann::json(nullptr)},
-          {"created_at", r.created_at},
-          {"started_at", r.started_at.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.started_at)},
-          {"image", r.image},
-          {"error", s.reason.empty() ? nlohmann::json(nullptr) : nlohmann::json(s.reason)}};
-}
-
 void print_table(const std::vector<MachineStatus>& machines) {
   std::printf("%-24s %-8s %4s %8s %8s %-21s %s\n", "NAME", "STATE", "CPUS", "MEMORY", "PID", "CREATED", "IMAGE");
   for (const auto& s : machines) {
@@ -79,41 +66,6 @@ void print_table(const std::vector<MachineStatus>& machines) {
 // Machines boot images, never snippets: any image decides the accelerator as well as another.
 std::string accel_probe_image(const MachineRecord& record) {
   return is_image_language(record.image) ? record.image : kDefaultMachineImage;
-}
-
-MachineRecord require_running(MachineStore& store, const std::string& name) {
-  MachineStatus s = store.status(name);
-  if (s.state != MachineState::running) {
-    throw Error(ErrorKind::conflict, "machine '" + name + "' is not running (it is " + std::string(to_string(s.state)) +
-                                         "): `vial machine start --name " + name + "`");
-  }
-  return s.record;
-}
-
-// An AgentClient on the machine's relay socket, hello done.
-boost::asio::awaitable<std::shared_ptr<AgentClient>> connect_machine(const std::string& name) {
-  AgentClient::Socket socket(co_await boost::asio::this_coro::executor);
-  boost::system::error_code ec;
-  socket.connect({relay_socket(name).string()}, ec);
-  if (ec) {
-    throw Error(ErrorKind::unavailable, "cannot reach machine '" + name + "' at " + relay_socket(name).string() + ": " +
-                                            ec.message());
-  }
-  auto agent = AgentClient::create(std::move(socket));
-  co_await agent->hello();
-  co_return agent;
-}
-
-// No output limits and no timeout unless asked: a machine's commands are the user's own.
-agent::ExecRequest base_request(const MachineRecord& record) {
-  agent::ExecRequest request;
-  request.env = record.config.env;
-  request.cwd = record.config.workdir;
-  request.timeout_ms = UINT32_MAX;
-  request.stdout_limit = UINT64_MAX;
-  request.stderr_limit = UINT64_MAX;
-  request.as_root = true;  // the machine is the user's own VM, as with smolvm
-  return request;
 }
 
 void add_create(CLI::App& machine) {
@@ -254,7 +206,7 @@ void add_exec_shell(CLI::App& machine) {
         [a] {
           MachineStore store;
           MachineRecord record = require_running(store, a->name.get());
-          agent::ExecRequest request = base_request(record);
+          agent::ExecRequest request = base_exec_request(record);
           request.argv = a->command;
           for (const auto& kv : a->env) {
             auto [key, value] = split_env(kv, "-e");
@@ -277,7 +229,7 @@ void add_exec_shell(CLI::App& machine) {
         [shell] {
           MachineStore store;
           MachineRecord record = require_running(store, shell->get());
-          agent::ExecRequest request = base_request(record);
+          agent::ExecRequest request = base_exec_request(record);
           request.argv = {"/bin/sh", "-i"};
           return stream_exec(relay_socket(record.name), request, /*forward_stdin=*/true);
         },

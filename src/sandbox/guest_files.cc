@@ -122,7 +122,7 @@ void check(const ScriptOutput& o, const std::string& what, const std::string& pa
     case 13: throw Error(ErrorKind::invalid_input, path + " is a directory in the guest");
     case 14: throw Error(ErrorKind::invalid_input, path + " is not a regular file in the guest");
     case 15:
-      throw Error(ErrorKind::invalid_input, path + " is " + detail + " bytes, over the limit of " +
+      throw Error(ErrorKind::too_large, path + " is " + detail + " bytes, over the limit of " +
                                                 std::to_string(limit) + " bytes");
     case 16: throw Error(ErrorKind::invalid_input, path + " is not a directory in the guest");
     default: break;

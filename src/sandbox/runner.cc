@@ -36,6 +36,20 @@ void validate(const RunRequest& r) {
   }
 }
 
+void take_exit(RunResult& result, const agent::ExecResult& exit) {
+  result.timed_out = exit.timed_out;
+  result.signal = exit.signal;
+  result.stdout_truncated = exit.stdout_truncated;
+  result.stderr_truncated = exit.stderr_truncated;
+  if (exit.timed_out) {
+    result.exit_code = kTimeoutExitCode;
+  } else if (exit.exit_code) {
+    result.exit_code = *exit.exit_code;
+  } else {
+    result.exit_code = 128 + exit.signal.value_or(0);
+  }
+}
+
 std::string print_one_code(const std::string& language) {
   if (language == "python") return "print(1)";
   if (language == "javascript") return "console.log(1)";

@@ -137,17 +137,7 @@ asio::awaitable<RunResult> Vm::execute(const RunRequest& request, const ExecCall
                                             *vm_.process, request.timeout + kExecGrace, "waiting for the program",
                                             ErrorKind::timeout);
   result.timing.exec_ms = ms_since(start);
-  result.timed_out = exit.timed_out;
-  result.signal = exit.signal;
-  result.stdout_truncated = exit.stdout_truncated;
-  result.stderr_truncated = exit.stderr_truncated;
-  if (exit.timed_out) {
-    result.exit_code = kTimeoutExitCode;
-  } else if (exit.exit_code) {
-    result.exit_code = *exit.exit_code;
-  } else {
-    result.exit_code = 128 + exit.signal.value_or(0);
-  }
+  take_exit(result, exit);
   co_return result;
 }
 

@@ -124,6 +124,13 @@ Api::Api(std::shared_ptr<VmManager> manager, ApiSettings settings)
   router_.add({"GET", "/v1/sessions/{id}/files", bind(&Api::list_files)});
   router_.add({"PUT", "/v1/sessions/{id}/files/{path...}", bind(&Api::put_file), true, settings_.max_file_bytes});
   router_.add({"GET", "/v1/sessions/{id}/files/{path...}", bind(&Api::get_file)});
+  router_.add({"GET", "/v1/machines", bind(&Api::list_machines)});
+  router_.add({"POST", "/v1/machines", bind(&Api::create_machine)});
+  router_.add({"GET", "/v1/machines/{name}", bind(&Api::get_machine)});
+  router_.add({"DELETE", "/v1/machines/{name}", bind(&Api::delete_machine)});
+  router_.add({"POST", "/v1/machines/{name}/start", bind(&Api::start_machine)});
+  router_.add({"POST", "/v1/machines/{name}/stop", bind(&Api::stop_machine)});
+  router_.add({"POST", "/v1/machines/{name}/exec", bind(&Api::machine_exec)});
 }
 
 void Api::refuse_while_draining() const {
@@ -155,16 +162,17 @@ asio::awaitable<void> Api::metrics(Exchange& ex) {
   co_await ex.send(http::status::ok, metrics_.render(g), "text/plain; version=0.0.4");
 }
 
-asio::awaitable<void> Api::execute(Exchange& ex, Vm& vm, const RunRequest& request,
-                                   std::chrono::steady_clock::time_point started) {
+asio::awaitable<void> Api::respond_with_run(Exchange& ex, const std::string& language, const Executor& execute,
+                                            std::chrono::steady_clock::time_point started) {
   const bool stream = ex.wants_ndjson();
   std::optional<RunResult> result;
   auto observe = [&](RunResult& r) {
     r.timing.total_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
-    metrics_.exec_observed(vm.language(), r.timing.exec_ms / 1000.0);
+    metrics_.exec_observed(language, r.timing.exec_ms / 1000.0);
   };
   if (!stream) {
-    auto outcome = co_await (capture(vm.execute(request, {}, true), result) || ex.client_gone());
+    const ExecCallbacks no_streaming;
+    auto outcome = co_await (capture(execute(no_streaming, true), result) || ex.client_gone());
     if (outcome.index() == 1) throw ClientGone();
     if (auto error = std::get<0>(outcome)) std::rethrow_exception(error);
     observe(*result);
@@ -177,7 +185,7 @@ asio::awaitable<void> Api::execute(Exchange& ex, Vm& vm, const RunRequest& reque
   events.on_stderr = [&](std::string_view chunk) { ex.queue_event({{"type", "stderr"}, {"data", chunk}}); };
   auto produce = [&]() -> asio::awaitable<void> {
     try {
-      RunResult r = co_await vm.execute(request, events, false);
+      RunResult r = co_await execute(events, false);
       observe(r);
       json done = run_result_to_json(r, settings_.accel_name, /*include_output=*/false);
       done["type"] = "result";
@@ -191,6 +199,12 @@ asio::awaitable<void> Api::execute(Exchange& ex, Vm& vm, const RunRequest& reque
   CaptureSlot<void> done{};
   auto outcome = co_await (capture(produce() && ex.pump(), done) || ex.client_gone());
   if (outcome.index() == 1 || std::get<0>(outcome)) throw ClientGone();
+}
+
+asio::awaitable<void> Api::execute(Exchange& ex, Vm& vm, const RunRequest& request,
+                                   std::chrono::steady_clock::time_point started) {
+  Executor on_vm = [&](const ExecCallbacks& callbacks, bool collect) { return vm.execute(request, callbacks, collect); };
+  co_await respond_with_run(ex, vm.language(), on_vm, started);
 }
 
 asio::awaitable<void> Api::run(Exchange& ex) {

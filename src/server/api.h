@@ -1,12 +1,15 @@
 // The HTTP API's handlers over one VmManager: one-shot runs, sessions and their files,
-// health and metrics. Routes and their limits are declared here; docs/api.md documents them.
+// named machines, health and metrics. Routes and their limits are declared here;
+// docs/api.md documents them.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/thread_pool.hpp>
 
 #include "sandbox/vm_manager.h"
 #include "server/metrics.h"
@@ -27,6 +30,8 @@ struct ClientGone : std::exception {
 };
 
 class Api final {
+  static constexpr int kBlockingThreads = 4;
+
  public:
   Api(std::shared_ptr<VmManager> manager, ApiSettings settings);
   const Router& router() const { return router_; }
@@ -47,7 +52,24 @@ class Api final {
   asio::awaitable<void> put_file(Exchange& ex);
   asio::awaitable<void> get_file(Exchange& ex);
   asio::awaitable<void> list_files(Exchange& ex);
+  // Named machines (machine_routes.cc): the same store as `vial machine`.
+  asio::awaitable<void> list_machines(Exchange& ex);
+  asio::awaitable<void> create_machine(Exchange& ex);
+  asio::awaitable<void> get_machine(Exchange& ex);
+  asio::awaitable<void> start_machine(Exchange& ex);
+  asio::awaitable<void> stop_machine(Exchange& ex);
+  asio::awaitable<void> delete_machine(Exchange& ex);
+  asio::awaitable<void> machine_exec(Exchange& ex);
+  // Runs blocking machine-store work (SQLite, boots, graceful stops) off the event loop.
+  // `work` is copied; pass a named lambda (GCC 12 destroys temporaries in co_await twice).
+  template <typename F>
+  auto offload(const F& work) -> asio::awaitable<decltype(work())>;
 
+  // Runs a program through `execute` and answers (JSON, or NDJSON events when the client asked
+  // for them). Throws ClientGone when the client hung up; the run is cancelled then.
+  using Executor = std::function<asio::awaitable<RunResult>(const ExecCallbacks&, bool collect_output)>;
+  asio::awaitable<void> respond_with_run(Exchange& ex, const std::string& language, const Executor& execute,
+                                         std::chrono::steady_clock::time_point started);
   // Runs `request` on `vm` and answers (JSON, or NDJSON events when the client asked for
   // them). Throws ClientGone when the client hung up; the run is cancelled then.
   asio::awaitable<void> execute(Exchange& ex, Vm& vm, const RunRequest& request,
@@ -60,6 +82,7 @@ class Api final {
   Router router_;
   Metrics metrics_;
   SessionStore sessions_;
+  asio::thread_pool blocking_{kBlockingThreads};
   unsigned runs_in_flight_ = 0;
   bool draining_ = false;
 };

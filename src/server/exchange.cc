@@ -26,6 +26,7 @@ http::status status_of(ErrorKind kind) {
     case ErrorKind::not_found: return http::status::not_found;
     case ErrorKind::conflict: return http::status::conflict;
     case ErrorKind::capacity: return http::status::service_unavailable;
+    case ErrorKind::too_large: return http::status::payload_too_large;
     case ErrorKind::unavailable: return http::status::service_unavailable;
     case ErrorKind::timeout: return http::status::gateway_timeout;
     case ErrorKind::boot_failed: return http::status::bad_gateway;

@@ -220,9 +220,8 @@ class Server final {
     std::optional<ErrorReply> failure;
     try {
       if (ec == http::error::body_limit) {
-        throw HttpError(http::status::payload_too_large, "too_large",
-                        "the request body is larger than this endpoint's limit of " + std::to_string(body_limit) +
-                            " bytes");
+        throw Error(ErrorKind::too_large, "the request body is larger than this endpoint's limit of " +
+                                              std::to_string(body_limit) + " bytes");
       }
       if (ec) throw HttpError(http::status::bad_request, "bad_request", "malformed HTTP request: " + ec.message());
       if (!match.route) {

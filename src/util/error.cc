@@ -13,6 +13,7 @@ std::string_view to_string(ErrorKind kind) {
     case ErrorKind::boot_failed: return "boot_failed";
     case ErrorKind::timeout: return "timeout";
     case ErrorKind::capacity: return "capacity";
+    case ErrorKind::too_large: return "too_large";
     case ErrorKind::cancelled: return "cancelled";
     case ErrorKind::internal: return "internal";
   }

@@ -16,6 +16,7 @@ enum class ErrorKind {
   boot_failed,    // the guest never became ready
   timeout,        // a deadline of vial's own expired
   capacity,       // no room for another VM (max_concurrent_vms or the memory budget): retry later
+  too_large,      // a file or body over a size limit
   cancelled,      // interrupted by the user (Ctrl-C) or shutdown
   internal,       // a bug or an unexpected system error
 };

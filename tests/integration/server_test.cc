@@ -421,5 +421,51 @@ TEST_F(ServerTest, CliUsesTheDaemon) {
   EXPECT_NE(r.err.find("no session"), std::string::npos) << r.describe();
 }
 
+TEST_F(ServerTest, MachinesAsResources) {
+  start_server();
+  Target t = unix_target();
+  auto r = post_json(t, "/v1/machines", {{"name", "web-1"}});
+  ASSERT_EQ(r.status, 201) << r.describe();
+  EXPECT_EQ(r.js()["state"], "created");
+  EXPECT_EQ(post_json(t, "/v1/machines", {{"name", "web-1"}}).status, 409);
+  EXPECT_EQ(post_json(t, "/v1/machines", {{"name", "Bad Name!"}}).status, 400);
+  EXPECT_EQ(post_json(t, "/v1/machines", {{"name", "x"}, {"cpu", 2}}).status, 400);
+  EXPECT_EQ(request(t, "GET", "/v1/machines/nobody").status, 404);
+  EXPECT_EQ(post_json(t, "/v1/machines/web-1/exec", {{"argv", {"true"}}}).status, 409);  // not running
+
+  r = post_json(t, "/v1/machines/web-1/start", json::object());
+  ASSERT_EQ(r.status, 200) << r.describe();
+  EXPECT_EQ(r.js()["state"], "running");
+  EXPECT_EQ(post_json(t, "/v1/machines/web-1/start", json::object()).status, 409);
+  // One store: the CLI sees what the API made.
+  auto ls = vial({"machine", "ls", "--json"}, options());
+  EXPECT_NE(ls.out.find("\"web-1\""), std::string::npos) << ls.describe();
+
+  r = post_json(t, "/v1/machines/web-1/exec",
+                {{"argv", {"sh", "-c", "echo \"$GREETING from $(id -un)\"; cat; echo err >&2; exit 3"}},
+                 {"env", {{"GREETING", "hello"}}},
+                 {"stdin", "piped\n"}});
+  ASSERT_EQ(r.status, 200) << r.describe();
+  EXPECT_EQ(r.js()["stdout"], "hello from root\npiped\n");
+  EXPECT_EQ(r.js()["stderr"], "err\n");
+  EXPECT_EQ(r.js()["exit_code"], 3);
+  EXPECT_EQ(r.js()["source"], "machine");
+  r = request(t, "POST", "/v1/machines/web-1/exec", json{{"argv", {"sh", "-c", "echo a; echo b >&2; echo c"}}}.dump(),
+              {{"Content-Type", "application/json"}, {"Accept", "application/x-ndjson"}});
+  ASSERT_EQ(r.status, 200) << r.describe();
+  EXPECT_LT(r.body.find("\"a\\n\""), r.body.find("\"c\\n\"")) << r.body;
+  EXPECT_NE(r.body.find("\"type\":\"result\""), std::string::npos) << r.body;
+  EXPECT_EQ(post_json(t, "/v1/machines/web-1/exec", {{"argv", json::array()}}).status, 400);
+
+  EXPECT_EQ(request(t, "DELETE", "/v1/machines/web-1").status, 409);  // running, no force
+  r = post_json(t, "/v1/machines/web-1/stop", json::object());
+  ASSERT_EQ(r.status, 200) << r.describe();
+  EXPECT_EQ(r.js()["state"], "stopped");
+  r = request(t, "GET", "/v1/machines");
+  EXPECT_EQ(r.js()["machines"].size(), 1u) << r.describe();
+  EXPECT_EQ(request(t, "DELETE", "/v1/machines/web-1").status, 200);
+  EXPECT_EQ(request(t, "GET", "/v1/machines").js()["machines"].size(), 0u);
+}
+
 }  // namespace
 }  // namespace vial::test
