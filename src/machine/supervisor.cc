@@ -148,11 +148,9 @@ asio::awaitable<void> stop_gracefully(AgentClient& agent, VmProcess& vm, const M
   }
   ::kill(vm.pid(), SIGTERM);
   auto ex = co_await asio::this_coro::executor;
-  int watch_fd = ::dup(vm.pidfd());
-  if (watch_fd < 0) throw_errno("dup pidfd", errno);
-  asio::posix::stream_descriptor exit_watch(ex, watch_fd);
+  ExitWatch exit_watch(ex, vm);
   asio::steady_timer timer(ex, kQuitTimeout);
-  auto outcome = co_await (exit_watch.async_wait(asio::posix::descriptor_base::wait_read, asio::use_awaitable) ||
+  auto outcome = co_await (exit_watch.wait() ||
                            timer.async_wait(asio::use_awaitable));
   if (outcome.index() == 1) log_line("stop: QEMU did not quit in time; killed");
 }

@@ -61,19 +61,15 @@ asio::awaitable<T> guarded(asio::awaitable<T> op, VmProcess& vm, std::chrono::mi
   using namespace boost::asio::experimental::awaitable_operators;
   auto ex = co_await asio::this_coro::executor;
   asio::steady_timer timer(ex, deadline);
-  int watch_fd = ::dup(vm.pidfd());
-  if (watch_fd < 0) throw_errno("dup pidfd", errno);
-  asio::posix::stream_descriptor exit_watch(ex, watch_fd);
+  ExitWatch exit_watch(ex, vm);
   CaptureSlot<T> slot{};
-  auto outcome = co_await (capture(std::move(op), slot) || timer.async_wait(asio::use_awaitable) ||
-                           exit_watch.async_wait(asio::posix::descriptor_base::wait_read, asio::use_awaitable));
+  auto outcome = co_await (capture(std::move(op), slot) || timer.async_wait(asio::use_awaitable) || exit_watch.wait());
   if (outcome.index() == 0) {
     if (auto error = std::get<0>(outcome)) {
       // A lost channel usually means QEMU is exiting (a panic): if it is, say so, with the console.
       if (is_connection_lost(error)) {
         asio::steady_timer grace(ex, std::chrono::seconds(2));
-        auto exited = co_await (exit_watch.async_wait(asio::posix::descriptor_base::wait_read, asio::use_awaitable) ||
-                                grace.async_wait(asio::use_awaitable));
+        auto exited = co_await (exit_watch.wait() || grace.async_wait(asio::use_awaitable));
         if (exited.index() == 0) throw Error(ErrorKind::boot_failed, vm.describe_failure(what + ": the VM stopped"));
       }
       std::rethrow_exception(error);

@@ -1,10 +1,13 @@
 #include "vm/vm_process.h"
 
+#include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
 #include <sstream>
+
+#include <boost/asio/use_awaitable.hpp>
 
 #include "util/error.h"
 
@@ -98,6 +101,26 @@ std::string VmProcess::describe_failure(const std::string& what) {
   if (!panic.empty() && c.find(panic) == std::string::npos) msg << "\n" << panic;
   msg << "\n--- guest console (last lines) ---\n" << (c.empty() ? "(empty: the kernel printed nothing)" : c);
   return msg.str();
+}
+
+ExitWatch::ExitWatch(const boost::asio::any_io_executor& executor, const VmProcess& vm) : descriptor_(executor) {
+  int fd = ::dup(vm.pidfd());
+  if (fd < 0) throw_errno("dup pidfd", errno);
+  descriptor_.assign(fd);
+}
+
+ExitWatch::~ExitWatch() {
+  if (descriptor_.is_open()) ::close(descriptor_.release());
+}
+
+boost::asio::awaitable<void> ExitWatch::wait() {
+  for (;;) {
+    co_await descriptor_.async_wait(boost::asio::posix::descriptor_base::wait_read, boost::asio::use_awaitable);
+    // Readiness can be stale (an event of an fd whose Asio state this descriptor reuses; seen
+    // with many VMs starting at once): only the pidfd itself says QEMU exited.
+    pollfd p{descriptor_.native_handle(), POLLIN, 0};
+    if (::poll(&p, 1, 0) == 1) co_return;
+  }
 }
 
 }  // namespace vial

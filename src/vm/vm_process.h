@@ -7,6 +7,10 @@
 #include <string>
 #include <vector>
 
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+
 #include "util/process.h"
 #include "vm/qemu_command.h"
 
@@ -63,5 +67,21 @@ std::string first_line_with(const std::filesystem::path& path, const std::string
 
 // Last `lines` lines of a text file (empty if unreadable); non-printable bytes become '?'.
 std::string tail_file(const std::filesystem::path& path, size_t lines);
+
+// Completes once QEMU has exited: an Asio descriptor on a dup of its pidfd. The destructor
+// takes the dup out of epoll before closing it: Asio skips that for descriptors it closes, and
+// as the original pidfd keeps the file open, the stale entry would fire at QEMU's exit into
+// whatever descriptor reuses Asio's bookkeeping. wait() also checks the pidfd on each wake-up.
+class ExitWatch final {
+ public:
+  ExitWatch(const boost::asio::any_io_executor& executor, const VmProcess& vm);
+  ~ExitWatch();
+  ExitWatch(const ExitWatch&) = delete;
+  ExitWatch& operator=(const ExitWatch&) = delete;
+  boost::asio::awaitable<void> wait();
+
+ private:
+  boost::asio::posix::stream_descriptor descriptor_;
+};
 
 }  // namespace vial
