@@ -133,7 +133,7 @@ asio::awaitable<RunResult> Vm::execute(const RunRequest& request, const ExecCall
     if (stream.on_stderr) stream.on_stderr(chunk);
   };
   const auto start = Clock::now();
-  agent::ExecResult exit = co_await guarded(vm_.agent->exec(to_exec_request(request, name_), sinks, request.stdin_data),
+  agent::ExecResult exit = co_await guarded(vm_.agent->exec(to_exec_request(request, session_), sinks, request.stdin_data),
                                             *vm_.process, request.timeout + kExecGrace, "waiting for the program",
                                             ErrorKind::timeout);
   result.timing.exec_ms = ms_since(start);
@@ -350,8 +350,16 @@ asio::awaitable<void> VmManager::fill_pool(std::string language) {
       std::unique_ptr<Vm> vm;
       try {
         vm = co_await launch(language, {});
+        // A VM's first exec starts its interpreter session and, under TCG, translates that
+        // code for the first time (~300 ms); a pooled VM pays it before it is handed out.
+        RunRequest warm_up;
+        warm_up.language = language;
+        warm_up.code = print_one_code(language);
+        const ExecCallbacks discard;
+        co_await vm->execute(warm_up, discard, false);
       } catch (const std::exception&) {
         // Can't await in a handler: note the failure and back off below.
+        vm.reset();
       }
       if (vm && running_) {
         vm->source_ = VmSource::warm;

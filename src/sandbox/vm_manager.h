@@ -72,9 +72,12 @@ class Vm final {
  private:
   friend class VmManager;
   Vm(std::string name, std::string language, VmSource source, RunningVm vm, double startup_ms)
-      : name_(std::move(name)), language_(std::move(language)), source_(source), vm_(std::move(vm)),
+      : name_(std::move(name)), session_(name_), language_(std::move(language)), source_(source), vm_(std::move(vm)),
         startup_ms_(startup_ms) {}
   std::string name_;
+  // The guest's interpreter session for this VM: fixed at launch, so a pooled VM's warm-up
+  // session is the one its owner's code runs in after the VM is renamed for that owner.
+  const std::string session_;
   std::string language_;
   std::string tenant_;
   std::string task_;
