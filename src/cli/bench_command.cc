@@ -7,6 +7,7 @@
 #include "bench/machine_bench.h"
 #include "bench/overlay_bench.h"
 #include "bench/run_bench.h"
+#include "bench/server_bench.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "images/image_store.h"
@@ -69,6 +70,19 @@ void add_bench_command(CLI::App& app) {
       machine_opts->accel = accel;
       return bench::bench_machine(*machine_opts);
     });
+  });
+
+  auto server_opts = std::make_shared<bench::ServerBenchOptions>();
+  CLI::App* s = bench->add_subcommand(
+      "server", "vial serve: case cli_run (vial run through a server with a warm pool); value requests_per_s");
+  s->add_option("-n,--count", server_opts->count, "cli_run samples")->capture_default_str();
+  s->add_option("--clients", server_opts->clients, "Concurrent clients posting /v1/run")->capture_default_str();
+  s->add_option("--seconds", server_opts->seconds, "Length of the requests_per_s run")->capture_default_str();
+  s->add_option("--pool", server_opts->pool, "The server's warm python VMs")->capture_default_str();
+  s->add_option("--max-vms", server_opts->max_vms, "The server's --max-vms")->capture_default_str();
+  s->add_flag("--json", *json, "Print JSON (the only format; accepted for symmetry)");
+  s->callback([server_opts] {
+    print_bench("python", [server_opts](const Accel&) { return bench::bench_server(*server_opts); });
   });
 
   auto overlay_opts = std::make_shared<bench::OverlayBenchOptions>();

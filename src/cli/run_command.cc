@@ -9,7 +9,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
-#include "cli/daemon_client.h"
+#include "server/daemon_client.h"
 #include "sandbox/runner.h"
 #include "util/error.h"
 #include "vm/qemu_command.h"
@@ -89,7 +89,7 @@ void report_limits(const RunResult& result, const RunRequest& request, int timeo
 
 // The same run through a `vial serve` daemon: its warm pool makes it fast.
 int run_on_daemon(const std::filesystem::path& socket, RunRequest request, const RunArgs& args) {
-  DaemonClient client(socket);
+  server::DaemonClient client(socket);
   nlohmann::json body = run_request_to_json(request);
   body.erase("memory_mib");  // the server's size (-m runs in this process)
   if (args.json) {
@@ -104,7 +104,7 @@ int run_on_daemon(const std::filesystem::path& socket, RunRequest request, const
     if (type == "stderr") write_all(STDERR_FILENO, event.value("data", ""));
     if (type == "result") result = run_result_from_json(event);
     if (type == "error") {
-      throw_api_error(event.value("/error/code"_json_pointer, ""), event.value("/error/message"_json_pointer, ""));
+      server::throw_api_error(event.value("/error/code"_json_pointer, ""), event.value("/error/message"_json_pointer, ""));
     }
   });
   if (!result) throw Error(ErrorKind::internal, "the vial server ended the stream without a result");
@@ -116,7 +116,7 @@ int run(const RunArgs& args) {
   try {
     RunRequest request = to_request(args);
     if (!args.no_daemon && !args.cold && !args.memory_given) {
-      if (auto socket = find_daemon(args.socket)) return run_on_daemon(*socket, request, args);
+      if (auto socket = server::find_daemon(args.socket)) return run_on_daemon(*socket, request, args);
     }
     RunOptions options;
     options.accel = choose_accel(request.language, args.json);

@@ -9,10 +9,15 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
-#include "cli/daemon_client.h"
+#include "server/daemon_client.h"
 #include "util/error.h"
 
 namespace vial::cli {
+
+using server::DaemonClient;
+using server::require_daemon;
+using server::throw_api_error;
+using server::url_path_escape;
 namespace {
 
 struct SessionArgs {

@@ -1,4 +1,4 @@
-#include "cli/daemon_client.h"
+#include "server/daemon_client.h"
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
@@ -9,7 +9,7 @@
 #include "server/server.h"
 #include "util/error.h"
 
-namespace vial::cli {
+namespace vial::server {
 namespace {
 
 namespace asio = boost::asio;
@@ -146,4 +146,4 @@ std::string url_path_escape(std::string_view path) {
   return out;
 }
 
-}  // namespace vial::cli
+}  // namespace vial::server

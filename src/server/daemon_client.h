@@ -1,4 +1,5 @@
-// The CLI's side of `vial serve`: a small synchronous HTTP client over the daemon's unix socket.
+// The client side of `vial serve` (the CLI, `vial bench server`): a small synchronous HTTP
+// client over the daemon's unix socket.
 #pragma once
 
 #include <filesystem>
@@ -8,7 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
-namespace vial::cli {
+namespace vial::server {
 
 // The socket to use: --socket if given, else $VIAL_SOCKET, else the default one. nullopt when no
 // server answers there (and none was asked for explicitly).
@@ -44,4 +45,4 @@ class DaemonClient final {
 // "a b/ü" -> "a%20b/%C3%BC": a path for a URL, slashes kept.
 std::string url_path_escape(std::string_view path);
 
-}  // namespace vial::cli
+}  // namespace vial::server
