@@ -36,6 +36,19 @@ void validate(const RunRequest& r) {
   }
 }
 
+ExecCallbacks output_sinks(RunResult& result, const ExecCallbacks& stream, bool collect) {
+  ExecCallbacks sinks;
+  sinks.on_stdout = [&result, stream, collect](std::string_view chunk) {
+    if (collect) result.stdout_data.append(chunk);
+    if (stream.on_stdout) stream.on_stdout(chunk);
+  };
+  sinks.on_stderr = [&result, stream, collect](std::string_view chunk) {
+    if (collect) result.stderr_data.append(chunk);
+    if (stream.on_stderr) stream.on_stderr(chunk);
+  };
+  return sinks;
+}
+
 void take_exit(RunResult& result, const agent::ExecResult& exit) {
   result.timed_out = exit.timed_out;
   result.signal = exit.signal;

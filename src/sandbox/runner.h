@@ -61,6 +61,10 @@ struct RunResult {
   std::string source;  // "warm" (from the pool), "template" (restored), "cold" (booted)
 };
 
+// Callbacks that pass output on to `stream` and, with `collect`, append it to `result`
+// (which must outlive them).
+ExecCallbacks output_sinks(RunResult& result, const ExecCallbacks& stream, bool collect);
+
 // Fills what the agent reported (timed_out, signal, truncation) and the exit code a shell
 // would show: the program's own, 128+N when killed by signal N, 124 at its timeout.
 void take_exit(RunResult& result, const agent::ExecResult& exit);

@@ -123,15 +123,7 @@ asio::awaitable<RunResult> Vm::execute(const RunRequest& request, const ExecCall
   result.source = to_string(source_);
   result.timing.acquire_ms = acquire_ms_;
   result.timing.boot_ms = source_ == VmSource::warm ? 0 : startup_ms_;
-  ExecCallbacks sinks;
-  sinks.on_stdout = [&](std::string_view chunk) {
-    if (collect_output) result.stdout_data.append(chunk);
-    if (stream.on_stdout) stream.on_stdout(chunk);
-  };
-  sinks.on_stderr = [&](std::string_view chunk) {
-    if (collect_output) result.stderr_data.append(chunk);
-    if (stream.on_stderr) stream.on_stderr(chunk);
-  };
+  const ExecCallbacks sinks = output_sinks(result, stream, collect_output);
   const auto start = Clock::now();
   agent::ExecResult exit = co_await guarded(vm_.agent->exec(to_exec_request(request, session_), sinks, request.stdin_data),
                                             *vm_.process, request.timeout + kExecGrace, "waiting for the program",
@@ -188,11 +180,11 @@ asio::awaitable<void> VmManager::start() {
 void VmManager::stop() {
   running_ = false;
   for (auto& [language, vms] : pool_) {
-    for (auto& vm : vms) vm->vm_.process->destroy();
+    for (auto& vm : vms) vm->vm_.shut_down();
     live_ -= static_cast<unsigned>(vms.size());
     vms.clear();
   }
-  for (const auto& vm : handed_out_) vm->vm_.process->destroy();
+  for (const auto& vm : handed_out_) vm->vm_.shut_down();
   live_ -= static_cast<unsigned>(handed_out_.size());
   handed_out_.clear();
   wake_all();
@@ -206,7 +198,7 @@ bool VmManager::has_room() const {
 bool VmManager::evict_pooled_except(const std::string& language) {
   for (auto& [lang, vms] : pool_) {
     if (lang == language || vms.empty()) continue;
-    vms.front()->vm_.process->destroy();
+    vms.front()->vm_.shut_down();
     vms.pop_front();
     --live_;
     return true;
@@ -236,7 +228,7 @@ asio::awaitable<std::shared_ptr<Vm>> VmManager::create_vm(std::string language, 
       vm = std::move(pooled.front());
       pooled.pop_front();
       if (!vm->alive()) {  // died while pooled: replace it
-        vm->vm_.process->destroy();
+        vm->vm_.shut_down();
         vm.reset();
         --live_;
       }
@@ -279,7 +271,7 @@ asio::awaitable<std::shared_ptr<Vm>> VmManager::create_vm(std::string language, 
 
 void VmManager::destroy_vm(const std::shared_ptr<Vm>& vm) {
   if (!vm || handed_out_.erase(vm) == 0) return;
-  vm->vm_.process->destroy();
+  vm->vm_.shut_down();
   --live_;
   wake_all();
 }
@@ -341,7 +333,7 @@ asio::awaitable<void> VmManager::fill_pool(std::string language) {
   while (running_) {
     std::erase_if(pool_[language], [&](const std::unique_ptr<Vm>& vm) {  // pooled VMs that died
       if (vm->alive()) return false;
-      vm->vm_.process->destroy();
+      vm->vm_.shut_down();
       --live_;
       return true;
     });

@@ -189,15 +189,7 @@ asio::awaitable<void> Api::machine_exec(Exchange& ex) {
   Executor in_machine = [&](const ExecCallbacks& callbacks, bool collect) -> asio::awaitable<RunResult> {
     RunResult result;
     result.source = "machine";
-    ExecCallbacks sinks;
-    sinks.on_stdout = [&](std::string_view chunk) {
-      if (collect) result.stdout_data.append(chunk);
-      if (callbacks.on_stdout) callbacks.on_stdout(chunk);
-    };
-    sinks.on_stderr = [&](std::string_view chunk) {
-      if (collect) result.stderr_data.append(chunk);
-      if (callbacks.on_stderr) callbacks.on_stderr(chunk);
-    };
+    const ExecCallbacks sinks = output_sinks(result, callbacks, collect);
     const auto exec_start = std::chrono::steady_clock::now();
     agent::ExecResult exit = co_await agent->exec(request, sinks, stdin_data);
     result.timing.exec_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - exec_start).count();

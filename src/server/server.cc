@@ -4,7 +4,11 @@
 #include <netinet/tcp.h>
 #include <sys/stat.h>
 
+#include <condition_variable>
 #include <fstream>
+#include <functional>
+#include <mutex>
+#include <thread>
 #include <limits>
 #include <set>
 
@@ -31,6 +35,7 @@ using Clock = std::chrono::steady_clock;
 constexpr size_t kHeaderLimit = 16 * 1024;
 constexpr auto kLingerTime = std::chrono::seconds(5);
 constexpr std::uint64_t kLingerBytes = 256ull << 20;
+constexpr auto kShutdownWatchdog = std::chrono::seconds(15);
 
 bool same_token(std::string_view a, std::string_view b) {
   // Constant time in the content, so the comparison leaks nothing but the length.
@@ -115,6 +120,7 @@ class Server final {
   }
 
   bool drained() const { return drained_; }
+  void on_drained(std::function<void()> f) { on_drained_ = std::move(f); }
   void remove_socket() {
     std::error_code ec;
     if (!socket_path_.empty()) fs::remove(socket_path_, ec);
@@ -294,7 +300,8 @@ class Server final {
     manager_->stop();
     for (const auto& socket : connections_) socket->close(ec);
     drained_ = true;
-    log(spdlog::level::info, "stopped: every VM destroyed");
+    log(spdlog::level::info, "stopped: every VM destroyed", {{"open_connections", connections_.size()}});
+    if (on_drained_) on_drained_();
   }
 
   asio::io_context& ctx_;
@@ -309,6 +316,44 @@ class Server final {
   unsigned active_ = 0;
   bool draining_ = false;
   bool drained_ = false;
+  std::function<void()> on_drained_;
+};
+
+// Exits the process if the event loop still runs `limit` after the drain: every VM is gone
+// and the socket removed by then, and a coroutine that never ends must not keep a stopped
+// server alive. (_Exit, not io_context::stop: destroying the frames left behind would touch
+// the Server they point into after it is gone.)
+class ShutdownWatchdog final {
+ public:
+  explicit ShutdownWatchdog(std::chrono::seconds limit)
+      : thread_([this, limit] {
+          std::unique_lock lock(mutex_);
+          cv_.wait(lock, [this] { return drained_ || finished_; });
+          if (cv_.wait_for(lock, limit, [this] { return finished_; })) return;
+          log(spdlog::level::warn, "the event loop still runs after the drain; exiting", {{"seconds", limit.count()}});
+          std::_Exit(0);
+        }) {}
+  ~ShutdownWatchdog() {
+    notify(finished_);
+    thread_.join();
+  }
+  ShutdownWatchdog(const ShutdownWatchdog&) = delete;
+  ShutdownWatchdog& operator=(const ShutdownWatchdog&) = delete;
+  void drained() { notify(drained_); }
+
+ private:
+  void notify(bool& flag) {
+    {
+      std::lock_guard lock(mutex_);
+      flag = true;
+    }
+    cv_.notify_all();
+  }
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool drained_ = false;
+  bool finished_ = false;
+  std::thread thread_;  // last: it starts once the rest is built
 };
 
 }  // namespace
@@ -336,6 +381,8 @@ void serve(const ServerOptions& options) {
   asio::io_context ctx(1);
   auto manager = VmManager::create(ctx.get_executor(), options.engine);
   Server server(ctx, options, manager);
+  ShutdownWatchdog watchdog(kShutdownWatchdog);
+  server.on_drained([&watchdog] { watchdog.drained(); });
   server.open_unix(options.socket_path.empty() ? default_socket_path() : options.socket_path);
   if (options.listen) server.open_tcp(*options.listen, options.token_file ? read_token_file(*options.token_file) : "");
   std::exception_ptr start_error;

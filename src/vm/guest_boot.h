@@ -25,6 +25,18 @@ namespace vial {
 
 // A VM whose agent has answered hello.
 struct RunningVm {
+  RunningVm() = default;
+  RunningVm(RunningVm&&) = default;
+  RunningVm& operator=(RunningVm&&) = default;
+  ~RunningVm() { shut_down(); }
+  // Closes the agent channel, then kills QEMU and removes its files. The close matters: the
+  // client's reader may sit in a full request channel and would never see QEMU's EOF, keeping
+  // itself (and the event loop) alive.
+  void shut_down() {
+    if (agent) agent->close();
+    if (process) process->destroy();
+  }
+
   std::unique_ptr<VmProcess> process;
   std::shared_ptr<AgentClient> agent;
 };
