@@ -63,7 +63,7 @@ int report_error(const std::exception& error, bool json, int failure_code) {
   std::string kind = "internal";
   if (auto* e = dynamic_cast<const Error*>(&error)) {
     kind = std::string(to_string(e->kind()));
-    if (e->kind() == ErrorKind::invalid_input) code = kExitUsage;
+    if (e->kind() == ErrorKind::invalid_input || e->kind() == ErrorKind::too_large) code = kExitUsage;
   }
   if (dynamic_cast<const Interrupted*>(&error)) {
     code = kExitInterrupted;

@@ -113,7 +113,7 @@ TEST_F(GuestFilesTest, BinaryRoundTripOf20MiBAndListing) {
 
     std::string message;
     auto kind = co_await error_of(read_into(*agent, "/home/sandbox/data/blob.bin", false), message);
-    EXPECT_EQ(kind, ErrorKind::invalid_input);
+    EXPECT_EQ(kind, ErrorKind::too_large);
     EXPECT_NE(message.find("limit of 1048576 bytes"), std::string::npos) << message;
     kind = co_await error_of(read_into(*agent, "/home/sandbox/missing.txt", false), message);
     EXPECT_EQ(kind, ErrorKind::not_found) << message;
