@@ -1,6 +1,6 @@
 #include "sandbox/run_json.h"
 
-#include <set>
+#include <algorithm>
 
 #include "util/error.h"
 
@@ -13,43 +13,56 @@ using nlohmann::json;
   throw Error(ErrorKind::invalid_input, "field '" + field + "': " + what);
 }
 
-std::string string_field(const json& body, const std::string& field) {
+}  // namespace
+
+void check_known_fields(const json& body, std::initializer_list<std::string_view> known) {
+  for (const auto& [key, value] : body.items()) {
+    if (std::find(known.begin(), known.end(), key) != known.end()) continue;
+    std::string list;
+    for (auto k : known) list += (list.empty() ? "" : ", ") + std::string(k);
+    bad_field(key, "unknown field (known: " + list + ")");
+  }
+}
+
+std::optional<std::string> string_field(const json& body, const std::string& field) {
+  if (!body.contains(field)) return std::nullopt;
   const json& v = body.at(field);
   if (!v.is_string()) bad_field(field, "must be a string");
   return v.get<std::string>();
 }
 
-}  // namespace
+void read_string_array(const json& body, const std::string& field, std::vector<std::string>& out) {
+  if (!body.contains(field)) return;
+  const json& array = body[field];
+  if (!array.is_array()) bad_field(field, "must be an array of strings");
+  for (const json& a : array) {
+    if (!a.is_string()) bad_field(field, "must be an array of strings");
+    out.push_back(a.get<std::string>());
+  }
+}
+
+void read_string_map(const json& body, const std::string& field, std::map<std::string, std::string>& out) {
+  if (!body.contains(field)) return;
+  const json& map = body[field];
+  if (!map.is_object()) bad_field(field, "must be an object of string values");
+  for (const auto& [key, value] : map.items()) {
+    if (!value.is_string()) bad_field(field, "value of '" + key + "' must be a string");
+    out[key] = value.get<std::string>();
+  }
+}
 
 RunRequest run_request_from_json(const json& body, unsigned default_memory_mib) {
   if (!body.is_object()) throw Error(ErrorKind::invalid_input, "the request body must be a JSON object");
-  static const std::set<std::string> known = {"language", "code", "argv", "env", "cwd", "stdin", "timeout", "memory_mib"};
-  for (const auto& [key, value] : body.items()) {
-    if (!known.contains(key)) bad_field(key, "unknown field (known: language, code, argv, env, cwd, stdin, timeout, memory_mib)");
-  }
+  check_known_fields(body, {"language", "code", "argv", "env", "cwd", "stdin", "timeout", "memory_mib"});
   RunRequest r;
   r.memory_mib = default_memory_mib;
   if (!body.contains("language")) bad_field("language", "required (python, javascript or shell)");
-  r.language = string_field(body, "language");
-  if (body.contains("code")) r.code = string_field(body, "code");
-  if (body.contains("argv")) {
-    const json& argv = body["argv"];
-    if (!argv.is_array()) bad_field("argv", "must be an array of strings");
-    for (const json& a : argv) {
-      if (!a.is_string()) bad_field("argv", "must be an array of strings");
-      r.argv.push_back(a.get<std::string>());
-    }
-  }
-  if (body.contains("env")) {
-    const json& env = body["env"];
-    if (!env.is_object()) bad_field("env", "must be an object of string values");
-    for (const auto& [key, value] : env.items()) {
-      if (!value.is_string()) bad_field("env", "value of '" + key + "' must be a string");
-      r.env[key] = value.get<std::string>();
-    }
-  }
-  if (body.contains("cwd")) r.cwd = string_field(body, "cwd");
-  if (body.contains("stdin")) r.stdin_data = string_field(body, "stdin");
+  r.language = *string_field(body, "language");
+  r.code = string_field(body, "code").value_or("");
+  read_string_array(body, "argv", r.argv);
+  read_string_map(body, "env", r.env);
+  r.cwd = string_field(body, "cwd").value_or("");
+  r.stdin_data = string_field(body, "stdin");
   if (body.contains("timeout")) {
     const json& t = body["timeout"];
     if (!t.is_number_integer() || t.get<int64_t>() < 1 || t.get<int64_t>() > kMaxRunTimeout.count()) {

@@ -2,13 +2,25 @@
 // kept in one place so the CLI, the server and the clients agree.
 #pragma once
 
+#include <initializer_list>
+#include <map>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "sandbox/runner.h"
 
 namespace vial {
+
+// Readers for the fields of an API request body; each throws Error(invalid_input) naming the
+// field. Absent fields give nullopt / leave the output as it is.
+void check_known_fields(const nlohmann::json& body, std::initializer_list<std::string_view> known);
+std::optional<std::string> string_field(const nlohmann::json& body, const std::string& field);
+void read_string_array(const nlohmann::json& body, const std::string& field, std::vector<std::string>& out);
+void read_string_map(const nlohmann::json& body, const std::string& field, std::map<std::string, std::string>& out);
 
 // Builds a RunRequest from {language, code | argv, env, cwd, stdin, timeout, memory_mib}.
 // Unknown fields and wrong types throw Error(invalid_input) naming the field. memory_mib is

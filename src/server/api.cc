@@ -243,11 +243,7 @@ nlohmann::json Api::session_json(const Session& s) const {
 asio::awaitable<void> Api::create_session(Exchange& ex) {
   refuse_while_draining();
   json body = ex.json_body();
-  for (const auto& [key, value] : body.items()) {
-    if (key != "language" && key != "memory_mib" && key != "idle_timeout") {
-      throw Error(ErrorKind::invalid_input, "field '" + key + "': unknown field (known: language, memory_mib, idle_timeout)");
-    }
-  }
+  check_known_fields(body, {"language", "memory_mib", "idle_timeout"});
   if (!body.contains("language") || !body["language"].is_string()) {
     throw Error(ErrorKind::invalid_input, "field 'language': required (python, javascript or shell)");
   }

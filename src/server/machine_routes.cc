@@ -8,6 +8,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "machine/machine_access.h"
+#include "sandbox/run_json.h"
 #include "server/api.h"
 #include "server/log.h"
 
@@ -17,42 +18,14 @@ namespace {
 using nlohmann::json;
 using namespace vial::machine;
 
-// The string field `key` of `body`, or nullopt when absent; Error naming the field otherwise.
-std::optional<std::string> string_field(const json& body, const char* key) {
-  if (!body.contains(key)) return std::nullopt;
-  if (!body[key].is_string()) throw Error(ErrorKind::invalid_input, std::string("field '") + key + "': must be a string");
-  return body[key].get<std::string>();
-}
-
-void only_fields(const json& body, std::initializer_list<std::string_view> known) {
-  for (const auto& [key, value] : body.items()) {
-    if (std::find(known.begin(), known.end(), key) == known.end()) {
-      std::string list;
-      for (auto k : known) list += (list.empty() ? "" : ", ") + std::string(k);
-      throw Error(ErrorKind::invalid_input, "field '" + key + "': unknown field (known: " + list + ")");
-    }
-  }
-}
-
 // An exec in a machine from {argv, env, cwd, timeout, stdin}: argv is required (machines run
 // programs, not snippets), no timeout unless given.
 agent::ExecRequest machine_exec_request(const MachineRecord& record, const json& body, std::optional<std::string>& stdin_data) {
-  only_fields(body, {"argv", "env", "cwd", "timeout", "stdin"});
+  check_known_fields(body, {"argv", "env", "cwd", "timeout", "stdin"});
   agent::ExecRequest request = base_exec_request(record);
-  if (!body.contains("argv") || !body["argv"].is_array() || body["argv"].empty()) {
-    throw Error(ErrorKind::invalid_input, "field 'argv': required, a non-empty array of strings");
-  }
-  for (const json& a : body["argv"]) {
-    if (!a.is_string()) throw Error(ErrorKind::invalid_input, "field 'argv': every element must be a string");
-    request.argv.push_back(a.get<std::string>());
-  }
-  if (body.contains("env")) {
-    if (!body["env"].is_object()) throw Error(ErrorKind::invalid_input, "field 'env': must be an object of strings");
-    for (const auto& [k, v] : body["env"].items()) {
-      if (!v.is_string()) throw Error(ErrorKind::invalid_input, "field 'env': the value of " + k + " must be a string");
-      request.env[k] = v.get<std::string>();
-    }
-  }
+  read_string_array(body, "argv", request.argv);
+  if (request.argv.empty()) throw Error(ErrorKind::invalid_input, "field 'argv': required, a non-empty array of strings");
+  read_string_map(body, "env", request.env);
   if (auto cwd = string_field(body, "cwd")) request.cwd = *cwd;
   if (body.contains("timeout")) {
     const json& t = body["timeout"];
@@ -106,7 +79,7 @@ asio::awaitable<void> Api::list_machines(Exchange& ex) {
 asio::awaitable<void> Api::create_machine(Exchange& ex) {
   refuse_while_draining();
   json body = ex.json_body();
-  only_fields(body, {"name", "from", "config_file"});
+  check_known_fields(body, {"name", "from", "config_file"});
   CreateOptions options;
   options.name = string_field(body, "name").value_or("");
   if (options.name.empty()) throw Error(ErrorKind::invalid_input, "field 'name': required");
