@@ -1,9 +1,12 @@
 #include "cli/common.h"
 
 #include <sys/utsname.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 
 
 #include "images/image_store.h"
@@ -91,6 +94,30 @@ Accel choose_accel(const std::string& language, bool quiet, bool recheck) {
   Accel accel = detect_accel(options);
   if (!quiet && accel.kind == AccelKind::tcg) std::fprintf(stderr, "vial: %s\n", accel.reason.c_str());
   return accel;
+}
+
+void write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+RunResult stream_run(server::DaemonClient& client, const std::string& target, const nlohmann::json& body) {
+  std::optional<RunResult> result;
+  client.stream(target, body, [&](const nlohmann::json& event) {
+    const std::string type = event.value("type", "");
+    if (type == "stdout") write_all(STDOUT_FILENO, event.value("data", ""));
+    if (type == "stderr") write_all(STDERR_FILENO, event.value("data", ""));
+    if (type == "result") result = run_result_from_json(event);
+    if (type == "error") {
+      server::throw_api_error(event.value("/error/code"_json_pointer, ""), event.value("/error/message"_json_pointer, ""));
+    }
+  });
+  if (!result) throw Error(ErrorKind::internal, "the vial server ended the stream without a result");
+  return *result;
 }
 
 }  // namespace vial::cli

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "sandbox/run_json.h"
+#include "server/daemon_client.h"
 #include "vm/accel.h"
 
 namespace vial::cli {
@@ -26,5 +27,13 @@ int report_error(const std::exception& error, bool json, int failure_code = kExi
 // Picks KVM or TCG (probing KVM once with the language's image) and prints the one-line
 // reason on stderr when it falls back to TCG, unless quiet.
 Accel choose_accel(const std::string& language, bool quiet, bool recheck = false);
+
+// Writes all of `data` to fd; a closed pipe drops the rest (the run still completes).
+void write_all(int fd, std::string_view data);
+
+// POSTs a run or a session exec to the daemon asking for NDJSON, copies its output to this
+// process's stdout and stderr as it arrives, and returns the result. An `error` event, or a
+// stream that ends without a result, throws Error.
+RunResult stream_run(server::DaemonClient& client, const std::string& target, const nlohmann::json& body);
 
 }  // namespace vial::cli

@@ -34,15 +34,6 @@ struct RunArgs {
   std::string socket;
 };
 
-void write_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;  // a closed pipe: drop output, the run still completes and cleans up
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-}
-
 RunRequest to_request(const RunArgs& a) {
   RunRequest r;
   r.language = a.language;
@@ -97,19 +88,9 @@ int run_on_daemon(const std::filesystem::path& socket, RunRequest request, const
     std::cout << dump_json(reply) << std::endl;
     return reply.value("exit_code", kExitVialError);
   }
-  std::optional<RunResult> result;
-  client.stream("/v1/run", body, [&](const nlohmann::json& event) {
-    const std::string type = event.value("type", "");
-    if (type == "stdout") write_all(STDOUT_FILENO, event.value("data", ""));
-    if (type == "stderr") write_all(STDERR_FILENO, event.value("data", ""));
-    if (type == "result") result = run_result_from_json(event);
-    if (type == "error") {
-      server::throw_api_error(event.value("/error/code"_json_pointer, ""), event.value("/error/message"_json_pointer, ""));
-    }
-  });
-  if (!result) throw Error(ErrorKind::internal, "the vial server ended the stream without a result");
-  report_limits(*result, request, args.timeout_s);
-  return result->exit_code;
+  const RunResult result = stream_run(client, "/v1/run", body);
+  report_limits(result, request, args.timeout_s);
+  return result.exit_code;
 }
 
 int run(const RunArgs& args) {

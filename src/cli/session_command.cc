@@ -9,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "machine/machine_config.h"
 #include "server/daemon_client.h"
 #include "util/error.h"
 
@@ -16,7 +17,6 @@ namespace vial::cli {
 
 using server::DaemonClient;
 using server::require_daemon;
-using server::throw_api_error;
 using server::url_path_escape;
 namespace {
 
@@ -47,15 +47,6 @@ std::string read_local(const std::string& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-void write_out(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-}
-
 // Runs `body` and turns failures into vial's one-line error and exit code.
 int guarded_command(const SessionArgs& a, const std::function<int(DaemonClient&)>& body) {
   try {
@@ -82,9 +73,8 @@ int exec(const SessionArgs& a, DaemonClient& c) {
   body["code"] = a.file.empty() ? a.code : read_local(a.file);
   if (!a.cwd.empty()) body["cwd"] = a.cwd;
   for (const auto& kv : a.env) {
-    size_t eq = kv.find('=');
-    if (eq == std::string::npos || eq == 0) throw Error(ErrorKind::invalid_input, "-e expects KEY=VALUE, got '" + kv + "'");
-    body["env"][kv.substr(0, eq)] = kv.substr(eq + 1);
+    auto [key, value] = machine::split_env(kv, "-e");
+    body["env"][key] = value;
   }
   if (a.forward_stdin) body["stdin"] = std::string(std::istreambuf_iterator<char>(std::cin), {});
   const std::string target = "/v1/sessions/" + url_path_escape(a.id) + "/exec";
@@ -93,18 +83,9 @@ int exec(const SessionArgs& a, DaemonClient& c) {
     std::cout << dump_json(r) << std::endl;
     return r.value("exit_code", kExitVialError);
   }
-  int exit_code = kExitVialError;
-  c.stream(target, body, [&](const nlohmann::json& e) {
-    const std::string type = e.value("type", "");
-    if (type == "stdout") write_out(STDOUT_FILENO, e.value("data", ""));
-    if (type == "stderr") write_out(STDERR_FILENO, e.value("data", ""));
-    if (type == "result") {
-      exit_code = e.value("exit_code", kExitVialError);
-      if (e.value("timed_out", false)) std::fprintf(stderr, "vial: timed out after %d s: the program was killed\n", a.timeout_s);
-    }
-    if (type == "error") throw_api_error(e.value("/error/code"_json_pointer, ""), e.value("/error/message"_json_pointer, ""));
-  });
-  return exit_code;
+  const RunResult r = stream_run(c, target, body);
+  if (r.timed_out) std::fprintf(stderr, "vial: timed out after %d s: the program was killed\n", a.timeout_s);
+  return r.exit_code;
 }
 
 int put(const SessionArgs& a, DaemonClient& c) {
@@ -118,7 +99,7 @@ int put(const SessionArgs& a, DaemonClient& c) {
 int get(const SessionArgs& a, DaemonClient& c) {
   auto reply = c.call("GET", "/v1/sessions/" + url_path_escape(a.id) + "/files/" + url_path_escape(a.remote));
   if (a.local.empty() || a.local == "-") {
-    write_out(STDOUT_FILENO, reply.body);
+    write_all(STDOUT_FILENO, reply.body);
     return kExitOk;
   }
   std::ofstream out(a.local, std::ios::binary | std::ios::trunc);
