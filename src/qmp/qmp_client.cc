@@ -23,14 +23,17 @@ constexpr size_t kWatchBacklog = 16;
 
 asio::awaitable<std::shared_ptr<QmpClient>> QmpClient::connect(std::filesystem::path socket_path,
                                                                std::chrono::milliseconds deadline) {
-  auto ex = co_await asio::this_coro::executor;
-  Socket socket(ex);
+  Socket socket(co_await asio::this_coro::executor);
   co_await socket.async_connect({socket_path.string()}, asio::use_awaitable);
+  co_return co_await attach(std::move(socket), deadline);
+}
+
+asio::awaitable<std::shared_ptr<QmpClient>> QmpClient::attach(Socket socket, std::chrono::milliseconds deadline) {
+  auto ex = socket.get_executor();
   std::shared_ptr<QmpClient> client(new QmpClient(std::move(socket)));
   client->greeting_ = co_await client->read_message();
   if (!client->greeting_.contains("QMP")) {
-    throw Error(ErrorKind::internal, "QMP: expected a greeting on " + socket_path.string() + ", got " +
-                                         client->greeting_.dump());
+    throw Error(ErrorKind::internal, "QMP: expected a greeting, got " + client->greeting_.dump());
   }
   asio::co_spawn(ex, [client] { return client->read_loop(); }, asio::detached);
   co_await client->execute("qmp_capabilities", nullptr, deadline);
@@ -41,10 +44,12 @@ QmpClient::QmpClient(Socket socket) : socket_(std::move(socket)) {}
 
 QmpClient::~QmpClient() { close(); }
 
-void QmpClient::close() {
+void QmpClient::close() { abandon("closed"); }
+
+void QmpClient::abandon(const std::string& reason) {
   boost::system::error_code ec;
   socket_.close(ec);
-  fail_all("closed");
+  fail_all(reason);
 }
 
 void QmpClient::fail_all(const std::string& reason) {
@@ -69,9 +74,7 @@ asio::awaitable<void> QmpClient::read_loop() {
   } catch (const boost::system::system_error& e) {
     fail_all(e.code() == asio::error::eof ? "QEMU closed the QMP socket" : e.code().message());
   } catch (const json::exception& e) {
-    fail_all(std::string("malformed QMP message: ") + e.what());
-    boost::system::error_code ec;
-    socket_.close(ec);
+    abandon(std::string("malformed QMP message: ") + e.what());
   }
 }
 
@@ -84,8 +87,14 @@ void QmpClient::dispatch(json message) {
     }
     return;
   }
-  // A reply without an id answers nothing we sent (we always send one): ignore it.
-  if (!message.contains("id") || !message["id"].is_string()) return;
+  if (!message.contains("id") || !message["id"].is_string()) {
+    // We always send an id, so an error without one means QEMU could not parse what it read:
+    // the stream is torn and no pending command will get its answer. Fail them all now.
+    if (message.contains("error")) {
+      abandon("QEMU could not parse a command: " + message["error"].value("desc", message.dump()));
+    }
+    return;
+  }
   auto it = pending_.find(message["id"].get<std::string>());
   if (it == pending_.end()) return;  // its command gave up (deadline)
   it->second->try_send(boost::system::error_code{}, std::move(message));

@@ -49,6 +49,9 @@ class QmpClient final : public std::enable_shared_from_this<QmpClient> {
   // (callers retry while QEMU starts) and Error on a protocol failure.
   static asio::awaitable<std::shared_ptr<QmpClient>> connect(std::filesystem::path socket_path,
                                                              std::chrono::milliseconds deadline = kDefaultDeadline);
+  // The same on a socket that is already connected (e.g. one end of a socketpair QEMU inherited).
+  static asio::awaitable<std::shared_ptr<QmpClient>> attach(Socket socket,
+                                                            std::chrono::milliseconds deadline = kDefaultDeadline);
 
   QmpClient(const QmpClient&) = delete;
   QmpClient& operator=(const QmpClient&) = delete;
@@ -87,6 +90,8 @@ class QmpClient final : public std::enable_shared_from_this<QmpClient> {
   asio::awaitable<void> write_loop();
   void dispatch(nlohmann::json message);
   void fail_all(const std::string& reason);
+  // Closes the socket and fails everything pending with `reason`.
+  void abandon(const std::string& reason);
   // Waits for one value on `channel` or throws (timeout, lost connection).
   asio::awaitable<nlohmann::json> receive(JsonChannel& channel, std::chrono::milliseconds deadline,
                                           const std::string& what);
