@@ -86,8 +86,9 @@ std::vector<std::string> build_qemu_argv(const VmConfig& c) {
                                             "M,mem-path=" + opt_path(c.memory_file) +
                                             (c.memory_shared ? ",share=on" : ",share=off")});
   }
-  if (!c.qmp_socket.empty()) {
-    argv.insert(argv.end(), {"-qmp", "unix:" + opt_path(c.qmp_socket) + ",server=on,wait=off"});
+  if (c.qmp_fd >= 0) {
+    argv.insert(argv.end(),
+                {"-chardev", "socket,id=qmp,fd=" + std::to_string(c.qmp_fd), "-mon", "chardev=qmp,mode=control"});
   }
   if (c.incoming) argv.insert(argv.end(), {"-incoming", "defer"});
   return argv;

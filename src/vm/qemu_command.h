@@ -30,8 +30,10 @@ struct VmConfig {
   // clones share the file's page cache and never see each other's writes.
   std::filesystem::path memory_file;
   bool memory_shared = false;
-  // QMP control socket (QEMU listens); empty for none.
-  std::filesystem::path qmp_socket;
+  // QMP over a socket QEMU inherits already connected, as this fd number (see
+  // SpawnOptions::pass_fds); -1 for none. Not a listening socket: QEMU 7.2 can read a client
+  // that connects while its monitor starts up from two threads at once and tear its commands.
+  int qmp_fd = -1;
   // Start paused, waiting for QMP `migrate-incoming` (clones restored from a template).
   bool incoming = false;
   // Let QEMU spawn processes: only for template VMs, which save with `migrate exec:`.

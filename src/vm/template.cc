@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,7 +11,9 @@
 #include <cstdio>
 #include <fstream>
 
+#include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 
 #include "qmp/qmp_client.h"
 #include "storage/pristine_overlays.h"
@@ -44,16 +47,28 @@ asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
   co_await t.async_wait(asio::use_awaitable);
 }
 
-// QEMU listens on its QMP socket a few ms after it starts.
-asio::awaitable<std::shared_ptr<QmpClient>> connect_qmp(fs::path socket) {
-  for (;;) {
-    try {
-      co_return co_await QmpClient::connect(socket);
-    } catch (const boost::system::system_error&) {
-    }
-    co_await sleep_for(kPoll);
+// QMP over a socketpair: QEMU inherits one end already connected (as fd `number`), so there
+// is no socket file to poll for and no connect racing QEMU's monitor set-up.
+class QmpPair final {
+ public:
+  QmpPair() {
+    int fds[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) throw_errno("socketpair", errno);
+    ours_.reset(fds[0]);
+    theirs_.reset(fds[1]);
   }
-}
+  int theirs() const { return theirs_.get(); }
+  // After the spawn: QEMU's end must close with QEMU, so that its death reads as EOF.
+  void spawned() { theirs_.reset(); }
+  asio::awaitable<std::shared_ptr<QmpClient>> attach() {
+    QmpClient::Socket socket(co_await asio::this_coro::executor, asio::local::stream_protocol(), ours_.release());
+    co_return co_await QmpClient::attach(std::move(socket));
+  }
+
+ private:
+  UniqueFd ours_;
+  UniqueFd theirs_;
+};
 
 // Polls query-migrate until the migration (either direction) has completed.
 asio::awaitable<void> wait_migration(QmpClient& qmp) {
@@ -98,11 +113,15 @@ asio::awaitable<void> build_template(const fs::path& dir, const fs::path& run_ro
   config.memory_file = t.memory;
   config.memory_shared = true;
   config.allow_spawn = true;  // for `migrate exec:`; this VM never runs user code
-  config.qmp_socket = vm_dir / "qmp.sock";
   config.agent_socket = vm_dir / "agent.sock";
   config.console_log = vm_dir / "console.log";
-  RunningVm vm = co_await boot_vm(config, vm_dir, {}, boot_timeout);
+  QmpPair qmp_pair;
+  config.qmp_fd = 3;
+  RunningVm vm;
+  vm.process = VmProcess::launch(config, vm_dir, {}, {qmp_pair.theirs()});
+  qmp_pair.spawned();
   VmProcess& process = *vm.process;
+  vm.agent = co_await connect_agent(process, std::chrono::steady_clock::now() + boot_timeout);
 
   const auto deadline = std::chrono::steady_clock::now() + boot_timeout;
   co_await guarded(wait_warm_interpreter(*vm.agent, spec.warm_up.language), process, time_left(deadline),
@@ -113,7 +132,7 @@ asio::awaitable<void> build_template(const fs::path& dir, const fs::path& run_ro
     throw Error(ErrorKind::boot_failed, process.describe_failure("the template's warm-up program failed"));
   }
 
-  auto qmp = co_await guarded(connect_qmp(config.qmp_socket), process, time_left(deadline), "connecting to QMP",
+  auto qmp = co_await guarded(qmp_pair.attach(), process, time_left(deadline), "connecting to QMP",
                               ErrorKind::boot_failed);
   co_await qmp->execute("stop");
   co_await enable_ignore_shared(*qmp);
@@ -181,14 +200,16 @@ asio::awaitable<RunningVm> restore_clone(const Template& tpl, VmConfig config, f
   config.memory_file = tpl.memory;
   config.memory_shared = false;
   config.incoming = true;
-  config.qmp_socket = vm_dir / "qmp.sock";
   UniqueFd state(::open(tpl.state.c_str(), O_RDONLY | O_CLOEXEC));
   if (!state.valid()) throw_errno("cannot open template state " + tpl.state.string(), errno);
+  QmpPair qmp_pair;
+  config.qmp_fd = 4;
 
   RunningVm vm;
-  vm.process = VmProcess::launch(config, std::move(vm_dir), std::move(owned_files), {state.get()});
+  vm.process = VmProcess::launch(config, std::move(vm_dir), std::move(owned_files), {state.get(), qmp_pair.theirs()});
+  qmp_pair.spawned();
   VmProcess& process = *vm.process;
-  auto qmp = co_await guarded(connect_qmp(config.qmp_socket), process, time_left(deadline), "connecting to QMP",
+  auto qmp = co_await guarded(qmp_pair.attach(), process, time_left(deadline), "connecting to QMP",
                               ErrorKind::boot_failed);
   co_await enable_ignore_shared(*qmp);
   nlohmann::json incoming = {{"uri", "fd:3"}};  // the state file, inherited as fd 3

@@ -128,5 +128,19 @@ TEST(QemuCommandTest, KernelCmdlinePanicsOutAndUsesTheSerialConsole) {
   EXPECT_TRUE(has(build_qemu_argv(base_config()), "-no-reboot"));
 }
 
+// QMP only over a socket QEMU inherits connected: a listening one races QEMU 7.2's monitor set-up.
+TEST(QemuCommandTest, QmpOnlyOverAnInheritedConnectedSocket) {
+  auto none = build_qemu_argv(base_config());
+  EXPECT_FALSE(has(none, "-mon"));
+  EXPECT_FALSE(has(none, "-qmp"));
+
+  VmConfig c = base_config();
+  c.qmp_fd = 4;
+  auto argv = build_qemu_argv(c);
+  EXPECT_THAT(values_of(argv, "-chardev"), ::testing::Contains("socket,id=qmp,fd=4"));
+  EXPECT_EQ(value_of(argv, "-mon"), "chardev=qmp,mode=control");
+  EXPECT_FALSE(has(argv, "-qmp"));
+}
+
 }  // namespace
 }  // namespace vial
