@@ -70,12 +70,16 @@ uint64_t mem_available_mib() {
   return 0;
 }
 
-// What a template of this image depends on: the image's files, QEMU, the VM's shape.
+// What a template of this image depends on: the image's files, QEMU, the VM's shape (a clone
+// resumes the template's CPU and kernel, so a change to either must make a new template).
 TemplateSpec template_spec(const ImageInfo& image, const VmConfig& config) {
   TemplateSpec spec;
   spec.name = image.language;
+  VmConfig shape = config;
+  shape.tsc_khz = 0;  // measured afresh by every process; only the first boot uses it
   spec.key = file_identity(image.kernel) + "|" + file_identity(image.initramfs) + "|" + file_identity(image.rootfs) +
-             "|" + qemu_identity() + "|" + std::to_string(config.vcpus);
+             "|" + qemu_identity() + "|" + std::to_string(config.vcpus) + "|" + guest_cpu(shape) + "|" +
+             kernel_cmdline(shape);
   spec.boot = config;
   spec.base_disk = image.rootfs;
   spec.warm_up.language = image.language;

@@ -1,6 +1,13 @@
 #include "vm/host_tsc.h"
 
 #include <time.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <string>
+#include <system_error>
+
+#include "util/paths.h"
 
 #if defined(__x86_64__)
 #include <x86intrin.h>
@@ -28,10 +35,34 @@ uint64_t measure() {
 #endif
 }
 
+std::string boot_id() {
+  std::ifstream in("/proc/sys/kernel/random/boot_id");
+  std::string id;
+  in >> id;
+  return id;
+}
+
+// The rate only changes with a reboot: keep it in the run dir, keyed by the kernel's boot id,
+// so each supervisor and one-shot VM skips the 10 ms busy wait.
+uint64_t cached_or_measured() {
+  const std::string boot = boot_id();
+  const std::filesystem::path file = run_dir() / "tsc_khz";
+  std::string cached_boot;
+  uint64_t khz = 0;
+  if (std::ifstream in(file); in >> cached_boot >> khz && cached_boot == boot && !boot.empty() && khz > 0) return khz;
+  khz = measure();
+  if (khz == 0 || boot.empty()) return khz;
+  std::error_code ec;
+  const std::filesystem::path tmp = file.string() + ".tmp-" + std::to_string(::getpid());
+  if (std::ofstream(tmp) << boot << ' ' << khz << '\n') std::filesystem::rename(tmp, file, ec);
+  std::filesystem::remove(tmp, ec);
+  return khz;
+}
+
 }  // namespace
 
 uint64_t host_tsc_khz() {
-  static const uint64_t khz = measure();
+  static const uint64_t khz = cached_or_measured();
   return khz;
 }
 

@@ -8,7 +8,8 @@
 
 namespace vial {
 
-// Measured once per process against CLOCK_MONOTONIC (~10 ms); 0 if it can't be measured.
+// Measured against CLOCK_MONOTONIC (~10 ms) once per host boot and kept in run_dir()/tsc_khz;
+// 0 if it can't be measured.
 uint64_t host_tsc_khz();
 
 }  // namespace vial

@@ -52,6 +52,8 @@ std::string qemu_identity(const std::string& binary = "qemu-system-x86_64");
 
 // Kernel command line: quiet boot straight into the agent; a panic ends the VM at once.
 std::string kernel_cmdline(const VmConfig& config);
+// QEMU's -cpu for this VM.
+std::string guest_cpu(const VmConfig& config);
 
 // Throws Error(invalid_input) on a config that cannot boot (no kernel path, memory too small...).
 std::vector<std::string> build_qemu_argv(const VmConfig& config);

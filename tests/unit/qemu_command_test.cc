@@ -68,6 +68,8 @@ TEST(QemuCommandTest, MicrovmWithoutDefaultsOrNetwork) {
 TEST(QemuCommandTest, TcgUsesMultiThreadedTcgWithASmallTranslationCache) {
   auto argv = build_qemu_argv(base_config(AccelKind::tcg));
   EXPECT_EQ(value_of(argv, "-accel"), "tcg,thread=multi,tb-size=64");
+  // 5-level paging makes every emulated page walk longer.
+  EXPECT_EQ(value_of(argv, "-cpu"), "max,la57=off");
 }
 
 TEST(QemuCommandTest, KvmUsesKvm) {
