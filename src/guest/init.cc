@@ -124,6 +124,13 @@ int open_agent_port() {
 
 }  // namespace
 
+void boot_mark(const char* phase) {
+  static int fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  std::string line = std::string("<6>vial-init: ") + phase;
+  [[maybe_unused]] ssize_t n = write(fd, line.data(), line.size());
+}
+
 void fatal_boot(const char* reason) {
   console_log(reason);
   sync();
@@ -140,12 +147,16 @@ int boot_as_init() {
   for (const char* m : {"/modules/virtio_ring.ko", "/modules/virtio.ko", "/modules/virtio_mmio.ko",
                         "/modules/virtio_blk.ko", "/modules/virtio_console.ko"})
     load_module(m);
+  boot_mark("modules loaded");
 
   errno = 0;
   if (!wait_for([] { return access("/dev/vda", F_OK) == 0; }, 10000)) fail("no /dev/vda");
+  boot_mark("root disk present");
   mkdir("/newroot", 0755);
   if (mount("/dev/vda", "/newroot", "ext4", MS_NOATIME, "") != 0) fail("mount /dev/vda");
+  boot_mark("root disk mounted");
   switch_root();
+  boot_mark("switched root");
 
   must_mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m");
   must_mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
@@ -158,10 +169,12 @@ int boot_as_init() {
   loopback_up();
   write_file("/proc/self/oom_score_adj", "-1000");
 
+  boot_mark("file systems mounted");
   int fd = -1;
   errno = 0;
   if (!wait_for([&] { return (fd = open_agent_port()) >= 0; }, 10000))
     fail("no virtio-serial port named agent");
+  boot_mark("agent port open");
   return fd;
 }
 

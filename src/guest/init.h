@@ -8,6 +8,10 @@ namespace vial::guest {
 // reason to the console and reboots (QEMU runs with -no-reboot, so the VM ends).
 int boot_as_init();
 
+// Records a boot phase in the kernel log: `dmesg` in the guest shows it with the kernel's
+// timestamp (below the console loglevel, so it costs no emulated serial output).
+void boot_mark(const char* phase);
+
 // Logs `reason` to the console and ends the VM. PID 1 must never exit.
 [[noreturn]] void fatal_boot(const char* reason);
 

@@ -141,6 +141,7 @@ bool kernel_cmdline_has(const std::string& word) {
     interpreters.start_all();
     server.set_warm(&interpreters);
   }
+  boot_mark("serving");
   server.serve_port(port);
 }
 
