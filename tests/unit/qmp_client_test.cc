@@ -71,8 +71,8 @@ class QmpClientTest : public ::testing::Test {
     return client.get();
   }
 
-  // Attaches, runs one command (its 20 s deadline would show as a "no answer" error), and returns the error
-  // it failed with ("" if it succeeded); the connection must be gone afterwards.
+  // Attaches, runs one command and returns the error it failed with ("" if it succeeded; a
+  // missed failure shows as "no answer" after 20 s). The connection must be gone afterwards.
   asio::awaitable<std::string> error_of_one_command() {
     auto qmp = co_await QmpClient::attach(std::move(ours_));
     std::string caught;
