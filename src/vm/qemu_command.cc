@@ -28,8 +28,8 @@ std::string qemu_identity(const std::string& binary) {
 }
 
 std::string guest_cpu(const VmConfig& c) {
-  // la57=off: with 5-level paging every emulated page walk is one level deeper (~150 ms of a
-  // TCG boot); a guest of a few hundred MiB never needs a 57-bit address space.
+  // la57=off: with 5-level paging every emulated page walk is one level deeper; a guest of a
+  // few hundred MiB never needs a 57-bit address space.
   return c.accel.kind == AccelKind::kvm ? "host" : "max,la57=off";
 }
 
@@ -42,8 +42,8 @@ std::string kernel_cmdline(const VmConfig& c) {
       "random.trust_cpu=on cryptomgr.notests tsc=reliable no_timer_check "
       "rcupdate.rcu_expedited=1 8250.nr_uarts=1 i8042.noaux i8042.nokbd audit=0 init_on_alloc=0";
   // init_on_alloc=0: Debian zeroes every kernel allocation (hardening against kernel memory
-  // leaks to the guest's own processes); the boundary vial enforces is the VM, and the zeroing
-  // costs ~200 ms of a TCG boot. Pages handed to processes are zeroed either way.
+  // leaks to the guest's own processes); the boundary vial enforces is the VM. Pages handed to
+  // processes are zeroed either way. With la57=off: ~100 ms off a TCG machine start.
   // tsc=reliable also stops the clocksource watchdog from demoting the TSC mid-run.
   if (c.tsc_khz > 0) line += " tsc_early_khz=" + std::to_string(c.tsc_khz);
   if (!c.warm_interpreters) line += " vial.warm=0";
