@@ -42,11 +42,11 @@ std::string boot_id() {
   return id;
 }
 
-// The rate only changes with a reboot: keep it in the cache dir, keyed by the kernel's boot id,
+// The rate only changes with a reboot: keep it beside accel.json, keyed by the kernel's boot id,
 // so each supervisor and one-shot VM skips the 10 ms busy wait.
 uint64_t cached_or_measured() {
   const std::string boot = boot_id();
-  const std::filesystem::path file = cache_dir() / "tsc_khz";
+  const std::filesystem::path file = vial_home() / "tsc_khz";
   std::string cached_boot;
   uint64_t khz = 0;
   if (std::ifstream in(file); in >> cached_boot >> khz && cached_boot == boot && !boot.empty() && khz > 0) return khz;

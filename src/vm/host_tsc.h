@@ -8,7 +8,7 @@
 
 namespace vial {
 
-// Measured against CLOCK_MONOTONIC (~10 ms) once per host boot and kept in cache_dir()/tsc_khz;
+// Measured against CLOCK_MONOTONIC (~10 ms) once per host boot and kept in vial_home()/tsc_khz;
 // 0 if it can't be measured.
 uint64_t host_tsc_khz();
 
