@@ -325,7 +325,8 @@ asio::awaitable<std::unique_ptr<Vm>> VmManager::launch(const std::string& langua
   } else {
     create_overlay_fast(image.rootfs, overlay);
     config.warm_interpreters = false;  // one program per cold VM: nothing to keep warm
-    vm = co_await boot_vm(config, vm_dir, std::move(owned_by_vm), settings_.boot_timeout);
+    const std::vector<int> no_fds;  // named: see DESIGN.md, GCC 12 coroutine pitfalls
+    vm = co_await boot_vm(config, vm_dir, std::move(owned_by_vm), settings_.boot_timeout, no_fds);
     source = VmSource::cold;
   }
   pending.paths.clear();  // the VmProcess owns them now: they live as long as the VM

@@ -43,10 +43,10 @@ asio::awaitable<std::shared_ptr<AgentClient>> connect_agent(VmProcess& vm,
 
 asio::awaitable<RunningVm> boot_vm(const VmConfig& config, std::filesystem::path vm_dir,
                                    std::vector<std::filesystem::path> owned_files,
-                                   std::chrono::milliseconds boot_timeout) {
+                                   std::chrono::milliseconds boot_timeout, std::vector<int> pass_fds) {
   const auto deadline = std::chrono::steady_clock::now() + boot_timeout;
   RunningVm vm;
-  vm.process = VmProcess::launch(config, std::move(vm_dir), std::move(owned_files));
+  vm.process = VmProcess::launch(config, std::move(vm_dir), std::move(owned_files), std::move(pass_fds));
   vm.agent = co_await connect_agent(*vm.process, deadline);
   co_return vm;
 }

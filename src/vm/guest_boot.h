@@ -108,7 +108,7 @@ asio::awaitable<std::shared_ptr<AgentClient>> connect_agent(VmProcess& vm, std::
 // Launches QEMU for `config` and waits for its agent (see VmProcess::launch for the arguments).
 asio::awaitable<RunningVm> boot_vm(const VmConfig& config, std::filesystem::path vm_dir,
                                    std::vector<std::filesystem::path> owned_files,
-                                   std::chrono::milliseconds boot_timeout);
+                                   std::chrono::milliseconds boot_timeout, std::vector<int> pass_fds);
 
 // Time left until `deadline`, never negative.
 std::chrono::milliseconds time_left(std::chrono::steady_clock::time_point deadline);

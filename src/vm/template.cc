@@ -47,7 +47,7 @@ asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
   co_await t.async_wait(asio::use_awaitable);
 }
 
-// QMP over a socketpair: QEMU inherits one end already connected (as fd `number`), so there
+// QMP over a socketpair: QEMU inherits one end already connected (VmConfig::qmp_fd), so there
 // is no socket file to poll for and no connect racing QEMU's monitor set-up.
 class QmpPair final {
  public:
@@ -116,12 +116,13 @@ asio::awaitable<void> build_template(const fs::path& dir, const fs::path& run_ro
   config.agent_socket = vm_dir / "agent.sock";
   config.console_log = vm_dir / "console.log";
   QmpPair qmp_pair;
-  config.qmp_fd = 3;
-  RunningVm vm;
-  vm.process = VmProcess::launch(config, vm_dir, {}, {qmp_pair.theirs()});
+  config.qmp_fd = 3;  // the first passed fd
+  // Named vectors: GCC 12 miscompiles initializer lists inside co_await expressions.
+  const std::vector<fs::path> no_owned_files;
+  const std::vector<int> pass_fds{qmp_pair.theirs()};
+  RunningVm vm = co_await boot_vm(config, vm_dir, no_owned_files, boot_timeout, pass_fds);
   qmp_pair.spawned();
   VmProcess& process = *vm.process;
-  vm.agent = co_await connect_agent(process, std::chrono::steady_clock::now() + boot_timeout);
 
   const auto deadline = std::chrono::steady_clock::now() + boot_timeout;
   co_await guarded(wait_warm_interpreter(*vm.agent, spec.warm_up.language), process, time_left(deadline),
@@ -203,7 +204,7 @@ asio::awaitable<RunningVm> restore_clone(const Template& tpl, VmConfig config, f
   UniqueFd state(::open(tpl.state.c_str(), O_RDONLY | O_CLOEXEC));
   if (!state.valid()) throw_errno("cannot open template state " + tpl.state.string(), errno);
   QmpPair qmp_pair;
-  config.qmp_fd = 4;
+  config.qmp_fd = 4;  // after the state file
 
   RunningVm vm;
   vm.process = VmProcess::launch(config, std::move(vm_dir), std::move(owned_files), {state.get(), qmp_pair.theirs()});

@@ -50,7 +50,8 @@ TEST_F(PackBoot, BusyboxPackRunsACommand) {
   agent::ExecResult result;
   run_with_signals([&]() -> asio::awaitable<void> {
     std::vector<fs::path> owned;
-    RunningVm vm = co_await boot_vm(config, vm_dir, std::move(owned), std::chrono::seconds(120));
+    const std::vector<int> no_fds;
+    RunningVm vm = co_await boot_vm(config, vm_dir, std::move(owned), std::chrono::seconds(120), no_fds);
     agent::ExecRequest request;
     request.argv = {"/bin/sh", "-c", "echo hi; cat /hello.txt; id -u"};
     ExecCallbacks callbacks;
