@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <fstream>
 #include <system_error>
 #include <vector>
 
@@ -83,6 +84,13 @@ void ensure_private_dir(const fs::path& dir) {
                                             " (set VIAL_HOME to a writable directory)");
   }
   ::chmod(dir.c_str(), 0700);
+}
+
+void replace_file(const fs::path& path, const std::string& content) {
+  std::error_code ec;
+  const fs::path tmp = path.string() + ".tmp-" + std::to_string(::getpid());
+  if (std::ofstream(tmp) << content) fs::rename(tmp, path, ec);
+  fs::remove(tmp, ec);
 }
 
 }  // namespace vial

@@ -32,4 +32,8 @@ std::string file_identity(const std::filesystem::path& path);
 // Creates dir (and parents) with mode 0700 if missing; throws Error on failure.
 void ensure_private_dir(const std::filesystem::path& dir);
 
+// Best effort, for caches: writes `content` to a temp file beside `path` and renames it over
+// `path`, so concurrent readers see the old file or the new one, never half of one.
+void replace_file(const std::filesystem::path& path, const std::string& content);
+
 }  // namespace vial

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "util/error.h"
+#include "util/paths.h"
 
 namespace vial {
 namespace {
@@ -31,11 +32,7 @@ std::optional<KvmProbe> read_cached_probe(const AccelDetectOptions& o) {
 void write_cached_probe(const AccelDetectOptions& o, const KvmProbe& p) {
   if (o.cache_file.empty()) return;
   nlohmann::json j = {{"fingerprint", o.fingerprint}, {"booted", p.booted}, {"detail", p.detail}};
-  std::filesystem::path tmp = o.cache_file;
-  tmp += ".tmp";
-  std::ofstream(tmp) << j.dump() << "\n";
-  std::error_code ec;
-  std::filesystem::rename(tmp, o.cache_file, ec);
+  replace_file(o.cache_file, j.dump() + "\n");
 }
 
 }  // namespace

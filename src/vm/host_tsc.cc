@@ -1,11 +1,9 @@
 #include "vm/host_tsc.h"
 
 #include <time.h>
-#include <unistd.h>
 
 #include <fstream>
 #include <string>
-#include <system_error>
 
 #include "util/paths.h"
 
@@ -51,12 +49,7 @@ uint64_t cached_or_measured() {
   uint64_t khz = 0;
   if (std::ifstream in(file); in >> cached_boot >> khz && cached_boot == boot && !boot.empty() && khz > 0) return khz;
   khz = measure();
-  if (khz == 0 || boot.empty()) return khz;
-  std::error_code ec;
-  std::filesystem::create_directories(file.parent_path(), ec);
-  const std::filesystem::path tmp = file.string() + ".tmp-" + std::to_string(::getpid());
-  if (std::ofstream(tmp) << boot << ' ' << khz << '\n') std::filesystem::rename(tmp, file, ec);
-  std::filesystem::remove(tmp, ec);
+  if (khz > 0 && !boot.empty()) replace_file(file, boot + " " + std::to_string(khz) + "\n");
   return khz;
 }
 
