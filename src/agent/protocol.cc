@@ -234,6 +234,7 @@ void to_json(nlohmann::json& j, const HelloBody& v) {
   if (!v.kernel.empty()) j["kernel"] = v.kernel;
   if (!v.warm.empty()) j["warm"] = v.warm;
   if (!v.warming.empty()) j["warming"] = v.warming;
+  if (v.parked) j["parked"] = true;
 }
 
 void from_json(const nlohmann::json& j, HelloBody& v) {
@@ -247,6 +248,7 @@ void from_json(const nlohmann::json& j, HelloBody& v) {
     h.warm = j.at("warm").get<std::vector<std::string>>();
   if (j.contains("warming") && !j.at("warming").is_null())
     h.warming = j.at("warming").get<std::vector<std::string>>();
+  if (j.contains("parked") && !j.at("parked").is_null()) h.parked = j.at("parked").get<bool>();
   v = std::move(h);
 }
 

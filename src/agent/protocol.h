@@ -40,7 +40,8 @@ enum class FrameType : uint8_t {
   // h->g ReseedBody JSON, sent after a snapshot restore: the guest credits the entropy to the
   // kernel pool and forces a CRNG reseed, sets CLOCK_REALTIME, and has the warm interpreters
   // re-seed their RNGs. Answered with `ok` once all of that is done, or `error` (bad_request
-  // for bad input, reseed_failed when the kernel refused).
+  // for bad input, reseed_failed when the kernel refused). A parked guest (HelloBody::parked)
+  // finishes its boot before answering.
   reseed = 11,
   ok = 12,      // g->h, empty: generic success acknowledgement (so far only for reseed)
 };
@@ -136,6 +137,10 @@ struct HelloBody {
   // Languages that have a warm interpreter in this guest, ready or still starting. A language
   // missing here (javascript: node can't fork) never becomes warm: don't wait for it.
   std::vector<std::string> warming;
+  // guest->host: the guest stopped before touching its root disk (kernel command line
+  // `vial.park=1`) so the host can snapshot it; the first `reseed` ends the park and finishes
+  // the boot, and only then answers `ok`. Until then, everything but hello/ping/reseed is refused.
+  bool parked = false;
 };
 
 inline constexpr size_t kReseedEntropyBytes = 64;

@@ -62,8 +62,9 @@ void add_bench_command(CLI::App& app) {
   });
 
   auto machine_opts = std::make_shared<bench::MachineBenchOptions>();
-  CLI::App* m = bench->add_subcommand("machine", "Named machines: cases start (stopped to agent ready), stop");
-  m->add_option("-n,--count", machine_opts->count, "Start/stop cycles")->capture_default_str();
+  CLI::App* m = bench->add_subcommand("machine", "Named machines: cases first_start (a new machine to agent ready, building its boot snapshot), "
+                                    "start (stopped to agent ready), stop");
+  m->add_option("-n,--count", machine_opts->count, "Start/stop cycles after the first start")->capture_default_str();
   m->add_flag("--json", *json, "Print JSON (the only format; accepted for symmetry)");
   m->callback([machine_opts] {
     print_bench(machine::kDefaultMachineImage, [machine_opts](const Accel& accel) {

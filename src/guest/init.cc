@@ -22,6 +22,8 @@ namespace vial::guest {
 namespace {
 
 int64_t g_boot_start = 0;
+bool g_root_disk_driver = false;  // virtio_blk is loaded
+constexpr const char* kRootDiskModule = "/modules/virtio_blk.ko";
 
 [[noreturn]] void fail(const std::string& what) {
   std::string line = what;
@@ -104,7 +106,7 @@ void loopback_up() {
   close(s);
 }
 
-int open_agent_port() {
+int find_agent_port() {
   DIR* d = opendir("/sys/class/virtio-ports");
   if (!d) return -1;
   int fd = -1;
@@ -138,17 +140,26 @@ void fatal_boot(const char* reason) {
   for (;;) pause();  // reboot failed; PID 1 must still not exit
 }
 
-int boot_as_init() {
+void mount_kernel_file_systems() {
   g_boot_start = now_ms();
   must_mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
   must_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
   must_mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
+}
 
+void load_virtio_drivers(bool root_disk) {
   for (const char* m : {"/modules/virtio_ring.ko", "/modules/virtio.ko", "/modules/virtio_mmio.ko",
-                        "/modules/virtio_blk.ko", "/modules/virtio_console.ko"})
+                        "/modules/virtio_console.ko"})
     load_module(m);
+  if (root_disk) {
+    load_module(kRootDiskModule);
+    g_root_disk_driver = true;
+  }
   boot_mark("modules loaded");
+}
 
+void mount_root_file_systems() {
+  if (!g_root_disk_driver) load_module(kRootDiskModule);
   errno = 0;
   if (!wait_for([] { return access("/dev/vda", F_OK) == 0; }, 10000)) fail("no /dev/vda");
   boot_mark("root disk present");
@@ -168,11 +179,13 @@ int boot_as_init() {
   sethostname("vial", 4);
   loopback_up();
   write_file("/proc/self/oom_score_adj", "-1000");
-
   boot_mark("file systems mounted");
+}
+
+int open_agent_port() {
   int fd = -1;
   errno = 0;
-  if (!wait_for([&] { return (fd = open_agent_port()) >= 0; }, 10000))
+  if (!wait_for([&] { return (fd = find_agent_port()) >= 0; }, 10000))
     fail("no virtio-serial port named agent");
   boot_mark("agent port open");
   return fd;

@@ -123,9 +123,15 @@ bool kernel_cmdline_has(const std::string& word) {
 }
 
 [[noreturn]] void run_as_init() {
-  int port = boot_as_init();
+  mount_kernel_file_systems();
+  // Parked: the host snapshots this guest before it has read a byte of its root disk, and
+  // restores that snapshot with whichever disk it likes (named machines start this way).
+  const bool park = kernel_cmdline_has("vial.park=1");
+  load_virtio_drivers(/*root_disk=*/!park);
+  if (!park) mount_root_file_systems();
+  int port = open_agent_port();
+
   static Cgroups cgroups;
-  cgroups.init();  // false: exec containment falls back to process groups
   ExecConfig cfg;
   cfg.drop_privileges = true;
   cfg.code_dir = "/run/vial";
@@ -133,15 +139,27 @@ bool kernel_cmdline_has(const std::string& word) {
   cfg.system = true;
   static Sessions sessions(&cgroups);
   cfg.sessions = &sessions;
-  Server server(cfg);
-  // The host turns warm interpreters off (vial.warm=0) for a VM that runs one program and
-  // dies: starting python's fork server would only compete with that program for the vCPU.
-  if (!kernel_cmdline_has("vial.warm=0")) {
-    static WarmInterpreters interpreters(/*drop_privileges=*/true, /*quiet=*/true);
-    interpreters.start_all();
-    server.set_warm(&interpreters);
+  static Server server(cfg);
+  auto finish_boot = [] {
+    cgroups.init();  // false: exec containment falls back to process groups
+    // The host turns warm interpreters off (vial.warm=0) for a VM that runs one program and
+    // dies: starting python's fork server would only compete with that program for the vCPU.
+    if (!kernel_cmdline_has("vial.warm=0")) {
+      static WarmInterpreters interpreters(/*drop_privileges=*/true, /*quiet=*/true);
+      interpreters.start_all();
+      server.set_warm(&interpreters);
+    }
+    boot_mark("serving");
+  };
+  if (park) {
+    boot_mark("parked");
+    server.park([finish_boot] {
+      mount_root_file_systems();
+      finish_boot();
+    });
+  } else {
+    finish_boot();
   }
-  boot_mark("serving");
   server.serve_port(port);
 }
 

@@ -235,10 +235,22 @@ void Server::handle_reseed(uint32_t id, const std::string& payload) {
     send_error(id, "reseed_failed", problems);
     return;
   }
+  if (finish_boot_) {
+    // Fresh entropy and time are in: the rest of the boot (the root disk) may go ahead.
+    auto finish = std::move(finish_boot_);
+    finish_boot_ = nullptr;
+    finish();
+  }
   send(FrameType::ok, id, {});
 }
 
 void Server::handle_frame(agent::Frame& f) {
+  const bool allowed_while_parked = f.type == FrameType::hello || f.type == FrameType::ping ||
+                                    f.type == FrameType::reseed || f.type == FrameType::error;
+  if (finish_boot_ && !allowed_while_parked) {
+    send_error(f.request_id, "parked", "the guest is parked before its boot: send reseed first");
+    return;
+  }
   switch (f.type) {
     case FrameType::hello: {
       agent::HelloBody h;
@@ -256,11 +268,14 @@ void Server::handle_frame(agent::Frame& f) {
       }
       utsname u{};
       uname(&u);
-      agent::HelloBody reply{agent::kProtocolVersion, "vial-agent " VIAL_VERSION, u.release, {}, {}};
+      agent::HelloBody reply;
+      reply.agent = "vial-agent " VIAL_VERSION;
+      reply.kernel = u.release;
       if (cfg_.warm) {
         reply.warm = cfg_.warm->ready_languages();
         reply.warming = cfg_.warm->available_languages();
       }
+      reply.parked = static_cast<bool>(finish_boot_);
       nlohmann::json j = reply;
       send(FrameType::hello, f.request_id, j.dump());
       return;

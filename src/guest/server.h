@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -27,6 +28,9 @@ class Server final {
   // Warm interpreters to fork python execs from (null: all execs start cold). Set after the
   // constructor so the zygotes start with SIGCHLD already routed to our signalfd.
   void set_warm(WarmInterpreters* warm) { cfg_.warm = warm; }
+  // Parks the guest (see HelloBody::parked): until the host's first successful reseed, only
+  // hello, ping and reseed are served; that reseed runs `finish_boot` before its `ok`.
+  void park(std::function<void()> finish_boot) { finish_boot_ = std::move(finish_boot); }
 
  private:
   enum class Mode { connection, port };
@@ -45,6 +49,7 @@ class Server final {
   void finish_done();
 
   ExecConfig cfg_;
+  std::function<void()> finish_boot_;  // set while parked
   int sigfd_ = -1;
   int fd_ = -1;
   bool connected_ = false;

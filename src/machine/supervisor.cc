@@ -14,6 +14,7 @@
 #include <boost/asio/signal_set.hpp>
 
 #include "machine/agent_relay.h"
+#include "machine/boot_snapshot.h"
 #include "machine/machine_store.h"
 #include "pack/manifest.h"
 #include "sandbox/runner.h"
@@ -168,16 +169,19 @@ asio::awaitable<std::string> supervise(const SupervisorOptions& options, ReadyPi
   const VmConfig config = vm_config(record, options.accel, vm_dir);
   log_line("starting (" + std::string(options.accel.name()) + ", " + std::to_string(config.vcpus) + " vCPU, " +
            std::to_string(config.memory_mib) + " MiB)");
-  // A named vector: GCC 12 miscompiles initializer lists inside co_await expressions.
-  std::vector<fs::path> no_owned_files;  // the disk outlives the VM
-  auto vm = VmProcess::launch(config, vm_dir, no_owned_files);
+  const auto boot_timeout = default_boot_timeout(options.accel);
+  MachineVm launched = co_await launch_machine_vm(record.name, config, vm_dir, boot_timeout, log_line);
+  auto& vm = launched.process;
   store.db().set_running(record.name, ::getpid(), process_start_time(::getpid()), vm->pid(),
                          process_start_time(vm->pid()), now_iso8601());
 
-  const auto deadline = Clock::now() + default_boot_timeout(options.accel);
+  const auto deadline = Clock::now() + boot_timeout;
   auto socket = co_await guarded(connect_when_listening(config.agent_socket), *vm, time_left(deadline),
                                  "waiting for QEMU to start", ErrorKind::boot_failed);
   auto guest = FrameConnection::create(std::move(socket));
+  if (launched.parked) {
+    co_await guarded(unpark(*guest), *vm, time_left(deadline), "finishing the boot", ErrorKind::boot_failed);
+  }
   std::string hello = co_await guarded(guest_hello(*guest), *vm, time_left(deadline), "waiting for the guest agent",
                                        ErrorKind::boot_failed);
   auto relay = AgentRelay::create(guest, hello);

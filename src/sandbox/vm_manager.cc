@@ -75,11 +75,7 @@ uint64_t mem_available_mib() {
 TemplateSpec template_spec(const ImageInfo& image, const VmConfig& config) {
   TemplateSpec spec;
   spec.name = image.language;
-  VmConfig shape = config;
-  shape.tsc_khz = 0;  // measured afresh by every process; only the first boot uses it
-  spec.key = file_identity(image.kernel) + "|" + file_identity(image.initramfs) + "|" + file_identity(image.rootfs) +
-             "|" + qemu_identity() + "|" + std::to_string(config.vcpus) + "|" + guest_cpu(shape) + "|" +
-             kernel_cmdline(shape);
+  spec.key = vm_shape_key(config, {image.kernel, image.initramfs, image.rootfs});
   spec.boot = config;
   spec.base_disk = image.rootfs;
   spec.warm_up.language = image.language;

@@ -153,7 +153,7 @@ asio::awaitable<void> AgentClient::ping() {
   co_await receive(*req.channel);
 }
 
-asio::awaitable<void> AgentClient::reseed() {
+agent::ReseedBody fresh_reseed() {
   agent::ReseedBody body;
   body.entropy.resize(agent::kReseedEntropyBytes);
   if (::getrandom(body.entropy.data(), body.entropy.size(), 0) != static_cast<ssize_t>(body.entropy.size())) {
@@ -162,8 +162,12 @@ asio::awaitable<void> AgentClient::reseed() {
   timespec now{};
   ::clock_gettime(CLOCK_REALTIME, &now);
   body.realtime_ns = static_cast<int64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
+  return body;
+}
+
+asio::awaitable<void> AgentClient::reseed() {
   Pending req = open_request();
-  send(FrameType::reseed, req.id, nlohmann::json(body).dump());
+  send(FrameType::reseed, req.id, nlohmann::json(fresh_reseed()).dump());
   co_await receive(*req.channel);
 }
 

@@ -34,6 +34,9 @@ class AgentConnectionLost final : public Error {
       : Error(ErrorKind::internal, "agent connection lost" + (reason.empty() ? "" : ": " + reason)) {}
 };
 
+// A reseed for a restored guest: 64 bytes from the host's kernel RNG and the host's clock.
+agent::ReseedBody fresh_reseed();
+
 class AgentClient final : public std::enable_shared_from_this<AgentClient> {
  public:
   using Socket = asio::local::stream_protocol::socket;

@@ -47,6 +47,7 @@ std::string kernel_cmdline(const VmConfig& c) {
   // tsc=reliable also stops the clocksource watchdog from demoting the TSC mid-run.
   if (c.tsc_khz > 0) line += " tsc_early_khz=" + std::to_string(c.tsc_khz);
   if (!c.warm_interpreters) line += " vial.warm=0";
+  if (c.park) line += " vial.park=1";
   return line;
 }
 
@@ -75,8 +76,7 @@ std::vector<std::string> build_qemu_argv(const VmConfig& c) {
       "-smp", std::to_string(c.vcpus),
       "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
       // QEMU's own seccomp filter: no exec, no privilege changes, no obsolete syscalls.
-      "-sandbox", std::string("on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny") +
-                      (c.allow_spawn ? "" : ",spawn=deny"),
+      "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
       "-kernel", c.kernel.string(),
       "-initrd", c.initramfs.string(),
       "-append", kernel_cmdline(c),

@@ -36,12 +36,12 @@ struct VmConfig {
   int qmp_fd = -1;
   // Start paused, waiting for QMP `migrate-incoming` (clones restored from a template).
   bool incoming = false;
-  // Let QEMU spawn processes: only for template VMs, which save with `migrate exec:`.
-  // IMPORTANT: never for a VM that has run user code.
-  bool allow_spawn = false;
   // Let the agent start its warm interpreters (fork servers). Off for one-shot cold boots,
   // where they would only compete with the one program for the vCPU.
   bool warm_interpreters = true;
+  // Park the guest before its root disk (kernel command line vial.park=1; see
+  // HelloBody::parked): for boot snapshots, which any disk can then be given to.
+  bool park = false;
   // Host TSC rate for TCG guests (see host_tsc.h); 0 lets the guest calibrate.
   uint64_t tsc_khz = 0;
 };

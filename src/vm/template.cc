@@ -11,7 +11,10 @@
 #include <cstdio>
 #include <fstream>
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/read.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 
@@ -93,6 +96,30 @@ asio::awaitable<void> wait_warm_interpreter(AgentClient& agent, const std::strin
   }
 }
 
+// The whole stream of the one connection `acceptor` gets, into `file`.
+asio::awaitable<void> receive_file(asio::local::stream_protocol::acceptor& acceptor, fs::path file) {
+  auto socket = co_await acceptor.async_accept(asio::use_awaitable);
+  std::string data;
+  auto [ec, n] = co_await asio::async_read(socket, asio::dynamic_buffer(data), asio::as_tuple(asio::use_awaitable));
+  if (ec && ec != asio::error::eof) throw Error(ErrorKind::internal, "receiving the template state: " + ec.message());
+  std::ofstream out(file, std::ios::binary | std::ios::trunc);
+  out.write(data.data(), static_cast<std::streamsize>(data.size()));
+  out.close();
+  if (!out) throw Error(ErrorKind::internal, "cannot write " + file.string());
+}
+
+// Saves the device state into `file` (RAM stays in the shared memory file: x-ignore-shared).
+// QEMU connects to a socket of ours rather than piping into a program (`exec:`), so its
+// seccomp filter can deny spawning processes to every VM, template builds included.
+asio::awaitable<void> save_state(QmpClient& qmp, const fs::path& socket_path, const fs::path& file) {
+  using namespace boost::asio::experimental::awaitable_operators;
+  asio::local::stream_protocol::acceptor acceptor(co_await asio::this_coro::executor,
+                                                  asio::local::stream_protocol::endpoint(socket_path.string()));
+  nlohmann::json migrate = {{"uri", "unix:" + socket_path.string()}};
+  co_await qmp.execute("migrate", std::move(migrate));
+  co_await (receive_file(acceptor, file) && wait_migration(qmp));
+}
+
 asio::awaitable<void> enable_ignore_shared(QmpClient& qmp) {
   nlohmann::json cap = {{"capability", "x-ignore-shared"}, {"state", true}};
   nlohmann::json args = {{"capabilities", nlohmann::json::array({cap})}};
@@ -112,7 +139,6 @@ asio::awaitable<void> build_template(const fs::path& dir, const fs::path& run_ro
   config.root_disk = t.disk;
   config.memory_file = t.memory;
   config.memory_shared = true;
-  config.allow_spawn = true;  // for `migrate exec:`; this VM never runs user code
   config.agent_socket = vm_dir / "agent.sock";
   config.console_log = vm_dir / "console.log";
   QmpPair qmp_pair;
@@ -125,22 +151,28 @@ asio::awaitable<void> build_template(const fs::path& dir, const fs::path& run_ro
   VmProcess& process = *vm.process;
 
   const auto deadline = std::chrono::steady_clock::now() + boot_timeout;
-  co_await guarded(wait_warm_interpreter(*vm.agent, spec.warm_up.language), process, time_left(deadline),
-                   "waiting for the warm interpreter", ErrorKind::boot_failed);
-  auto warm = co_await guarded(vm.agent->exec(spec.warm_up, {}), process, time_left(deadline),
-                               "warming up the template", ErrorKind::boot_failed);
-  if (warm.exit_code != 0) {
-    throw Error(ErrorKind::boot_failed, process.describe_failure("the template's warm-up program failed"));
+  if (spec.boot.park) {
+    auto hello = co_await guarded(vm.agent->hello(), process, time_left(deadline), "asking the guest whether it parked",
+                                  ErrorKind::boot_failed);
+    if (!hello.parked) {
+      throw ParkUnsupported("its agent (" + hello.agent + ") cannot park before the root disk for a boot snapshot");
+    }
+  } else {
+    co_await guarded(wait_warm_interpreter(*vm.agent, spec.warm_up.language), process, time_left(deadline),
+                     "waiting for the warm interpreter", ErrorKind::boot_failed);
+    auto warm = co_await guarded(vm.agent->exec(spec.warm_up, {}), process, time_left(deadline),
+                                 "warming up the template", ErrorKind::boot_failed);
+    if (warm.exit_code != 0) {
+      throw Error(ErrorKind::boot_failed, process.describe_failure("the template's warm-up program failed"));
+    }
   }
 
   auto qmp = co_await guarded(qmp_pair.attach(), process, time_left(deadline), "connecting to QMP",
                               ErrorKind::boot_failed);
   co_await qmp->execute("stop");
   co_await enable_ignore_shared(*qmp);
-  // RAM stays in the shared memory file; only device state goes through the pipe.
-  nlohmann::json migrate = {{"uri", "exec:cat > '" + t.state.string() + "'"}};
-  co_await qmp->execute("migrate", std::move(migrate));
-  co_await guarded(wait_migration(*qmp), process, time_left(deadline), "saving the template", ErrorKind::timeout);
+  co_await guarded(save_state(*qmp, vm_dir / "migrate.sock", t.state), process, time_left(deadline),
+                   "saving the template", ErrorKind::timeout);
   try {
     co_await qmp->execute("quit", nullptr, std::chrono::seconds(5));
   } catch (const std::exception&) {
@@ -156,6 +188,15 @@ asio::awaitable<void> build_template(const fs::path& dir, const fs::path& run_ro
 }  // namespace
 
 std::string stable_hash(const std::string& text) { return Fnv64().add(text).hex(); }
+
+std::string vm_shape_key(const VmConfig& config, const std::vector<fs::path>& files) {
+  VmConfig shape = config;
+  shape.tsc_khz = 0;  // measured afresh by every process; only the first boot uses it
+  std::string key;
+  for (const auto& f : files) key += file_identity(f) + "|";
+  return key + qemu_identity() + "|" + std::to_string(config.vcpus) + "|" + guest_cpu(shape) + "|" +
+         kernel_cmdline(shape);
+}
 
 asio::awaitable<Template> ensure_template(const fs::path& root, const fs::path& run_root, const TemplateSpec& spec,
                                           std::chrono::milliseconds boot_timeout) {
@@ -195,8 +236,9 @@ asio::awaitable<Template> ensure_template(const fs::path& root, const fs::path& 
   co_return t;
 }
 
-asio::awaitable<RunningVm> restore_clone(const Template& tpl, VmConfig config, fs::path vm_dir,
-                                         std::vector<fs::path> owned_files, std::chrono::milliseconds timeout) {
+asio::awaitable<std::unique_ptr<VmProcess>> restore_process(const Template& tpl, VmConfig config, fs::path vm_dir,
+                                                            std::vector<fs::path> owned_files,
+                                                            std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   config.memory_file = tpl.memory;
   config.memory_shared = false;
@@ -206,20 +248,26 @@ asio::awaitable<RunningVm> restore_clone(const Template& tpl, VmConfig config, f
   QmpPair qmp_pair;
   config.qmp_fd = 4;  // after the state file
 
-  RunningVm vm;
-  vm.process = VmProcess::launch(config, std::move(vm_dir), std::move(owned_files), {state.get(), qmp_pair.theirs()});
+  auto process = VmProcess::launch(config, std::move(vm_dir), std::move(owned_files), {state.get(), qmp_pair.theirs()});
   qmp_pair.spawned();
-  VmProcess& process = *vm.process;
-  auto qmp = co_await guarded(qmp_pair.attach(), process, time_left(deadline), "connecting to QMP",
+  auto qmp = co_await guarded(qmp_pair.attach(), *process, time_left(deadline), "connecting to QMP",
                               ErrorKind::boot_failed);
   co_await enable_ignore_shared(*qmp);
   nlohmann::json incoming = {{"uri", "fd:3"}};  // the state file, inherited as fd 3
   co_await qmp->execute("migrate-incoming", std::move(incoming));
-  co_await guarded(wait_migration(*qmp), process, time_left(deadline), "restoring the template",
+  co_await guarded(wait_migration(*qmp), *process, time_left(deadline), "restoring the template",
                    ErrorKind::boot_failed);
   co_await qmp->execute("cont");
   qmp->close();
-  vm.agent = co_await connect_agent(process, deadline);
+  co_return process;
+}
+
+asio::awaitable<RunningVm> restore_clone(const Template& tpl, VmConfig config, fs::path vm_dir,
+                                         std::vector<fs::path> owned_files, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  RunningVm vm;
+  vm.process = co_await restore_process(tpl, std::move(config), std::move(vm_dir), std::move(owned_files), timeout);
+  vm.agent = co_await connect_agent(*vm.process, deadline);
   co_return vm;
 }
 

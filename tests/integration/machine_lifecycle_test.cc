@@ -6,6 +6,7 @@
 
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -275,6 +276,83 @@ TEST_F(MachineTest, ErrorsAreOneLineAndNonZero) {
   EXPECT_EQ(status("netted")["state"], "created");
   r = vial({"machine", "delete", "netted"});
   EXPECT_EQ(r.exit_code, 0) << r.describe();
+}
+
+
+size_t count_of(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+// Starts after the first restore the machine's boot snapshot (built by the first start), and
+// each restore gets its own entropy and the host's time, not the snapshot's.
+TEST_F(MachineTest, RestartsFromItsBootSnapshotWithFreshEntropyAndTime) {
+  VIAL_REQUIRE_IMAGE("python");
+  create_and_start("snap");
+  const fs::path log = home() / "machines" / "snap" / "supervisor.log";
+  const std::string probe = "cat /proc/sys/kernel/random/boot_id; head -c 16 /dev/urandom | od -An -tx1; date +%s";
+  auto first = exec("snap", {"sh", "-c", probe});
+  ASSERT_EQ(first.exit_code, 0) << first.describe();
+  ASSERT_EQ(vial({"machine", "stop", "--name", "snap"}).exit_code, 0);
+  // Long enough that a clock left at the snapshot's time would show.
+  std::this_thread::sleep_for(5s);
+  auto r = vial({"machine", "start", "--name", "snap"});
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  auto second = exec("snap", {"sh", "-c", probe});
+  ASSERT_EQ(second.exit_code, 0) << second.describe();
+  const long host_now = static_cast<long>(::time(nullptr));
+
+  const std::string text = read_file(log);
+  EXPECT_EQ(count_of(text, "building the boot template"), 1u) << text;
+  EXPECT_EQ(count_of(text, "restoring the boot snapshot"), 2u) << text;
+  EXPECT_EQ(count_of(text, "booting cold"), 0u) << text;
+  std::istringstream a(first.out), b(second.out);
+  std::string boot_a, boot_b;
+  a >> boot_a;
+  b >> boot_b;
+  EXPECT_NE(boot_a, boot_b) << "two restores of one snapshot share a boot id";
+  std::string rand_a, rand_b, word;
+  for (int i = 0; i < 16 && a >> word; ++i) rand_a += word;
+  for (int i = 0; i < 16 && b >> word; ++i) rand_b += word;
+  EXPECT_EQ(rand_a.size(), 32u) << first.out;
+  EXPECT_NE(rand_a, rand_b) << "two restores of one snapshot share /dev/urandom";
+  long guest_now = 0;
+  b >> guest_now;
+  EXPECT_LE(std::labs(guest_now - host_now), 3) << "guest clock " << guest_now << ", host " << host_now;
+}
+
+// A damaged snapshot costs one cold boot and is rebuilt at the next start; an agent that can't
+// park (recorded in snapshot/unsupported) boots cold every time. No start fails for either.
+TEST_F(MachineTest, BootsColdWhenItsSnapshotIsUnusable) {
+  VIAL_REQUIRE_IMAGE("python");
+  create_and_start("cold");
+  ASSERT_EQ(exec("cold", {"sh", "-c", "echo kept > /root/kept"}).exit_code, 0);
+  ASSERT_EQ(vial({"machine", "stop", "--name", "cold"}).exit_code, 0);
+  const fs::path dir = home() / "machines" / "cold";
+  std::vector<fs::path> snapshots;
+  for (const auto& e : fs::directory_iterator(dir / "snapshot")) {
+    if (e.is_directory()) snapshots.push_back(e.path());
+  }
+  ASSERT_EQ(snapshots.size(), 1u);
+  fs::resize_file(snapshots[0] / "state", 100);
+
+  auto start_and_check = [&](const std::string& expect_in_log) {
+    auto r = vial({"machine", "start", "--name", "cold"});
+    ASSERT_EQ(r.exit_code, 0) << r.describe();
+    r = exec("cold", {"cat", "/root/kept"});
+    EXPECT_EQ(r.out, "kept\n") << r.describe();
+    const std::string text = read_file(dir / "supervisor.log");
+    const std::string last_start = text.substr(text.rfind("starting ("));
+    EXPECT_NE(last_start.find(expect_in_log), std::string::npos) << last_start;
+    ASSERT_EQ(vial({"machine", "stop", "--name", "cold"}).exit_code, 0);
+  };
+  start_and_check("booting cold, without the boot snapshot");
+  EXPECT_FALSE(fs::exists(snapshots[0])) << "the damaged snapshot is gone";
+  start_and_check("restoring the boot snapshot");  // rebuilt
+
+  std::ofstream(dir / "snapshot" / "unsupported") << "its agent cannot park (test)\n";
+  start_and_check("booting cold, without the boot snapshot: its agent cannot park (test)");
 }
 
 }  // namespace
