@@ -154,6 +154,7 @@ bool kernel_cmdline_has(const std::string& word) {
   if (park) {
     boot_mark("parked");
     server.park([finish_boot] {
+      boot_mark("unparked");
       mount_root_file_systems();
       finish_boot();
     });

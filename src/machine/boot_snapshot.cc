@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <optional>
+#include <set>
 
 #include "machine/machine_store.h"
 #include "pack/manifest.h"
@@ -14,20 +15,39 @@ namespace fs = std::filesystem;
 namespace vial::machine {
 namespace {
 
-// In the snapshot folder when the machine's agent can't park: says why, and spares each start
-// a boot that can't succeed. The agent is fixed at `create`, so this never goes stale.
-constexpr const char* kUnsupportedFile = "unsupported";
+// In a machine's folder when its agent can't park: says why, and spares each start a boot
+// that can't succeed. A machine's agent is fixed at `create`, so this never goes stale.
+constexpr const char* kUnsupportedFile = "no-boot-snapshot";
+constexpr const char* kFamilyPrefix = "machine-";
+constexpr size_t kFamilyHashDigits = 12;
 constexpr uint32_t kUnparkId = 1;
 
 std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
+
+// "machine-<hash>": the snapshots of one kernel + initramfs pair, whatever the machine's path.
+std::string family(const fs::path& dir) {
+  return kFamilyPrefix + stable_hash(inode_identity(dir / pack::kKernelPart) + "|" +
+                                     inode_identity(dir / pack::kInitramfsPart))
+                             .substr(0, kFamilyHashDigits);
+}
+
+TemplateSpec snapshot_spec(const std::string& name, const VmConfig& config) {
+  TemplateSpec spec;
+  spec.name = family(machine_dir(name)) + "-" + std::to_string(config.vcpus) + "cpu";
+  spec.boot = config;
+  spec.boot.park = true;
+  spec.key = vm_shape_key(spec.boot, {});  // the files are in the name
+  // A parked guest never reads its disk: any qcow2 will do (its backing file may go away).
+  spec.base_disk = machine_dir(name) / pack::kRootfsPart;
+  return spec;
+}
 
 }  // namespace
 
 asio::awaitable<MachineVm> launch_machine_vm(const std::string& name, const VmConfig& config,
                                              const fs::path& vm_dir, std::chrono::milliseconds boot_timeout,
                                              std::function<void(const std::string&)> log) {
-  const fs::path root = machine_dir(name) / "snapshot";
-  const fs::path unsupported = root / kUnsupportedFile;
+  const fs::path unsupported = machine_dir(name) / kUnsupportedFile;
   std::error_code ec;
   std::string why_cold;
   if (fs::exists(unsupported, ec)) {
@@ -35,13 +55,7 @@ asio::awaitable<MachineVm> launch_machine_vm(const std::string& name, const VmCo
   } else {
     std::optional<Template> tpl;
     try {
-      TemplateSpec spec;
-      spec.name = "boot";
-      spec.boot = config;
-      spec.boot.park = true;
-      spec.key = vm_shape_key(spec.boot, {config.kernel, config.initramfs});
-      spec.base_disk = machine_dir(name) / pack::kRootfsPart;  // a parked guest never reads it
-      tpl = co_await ensure_template(root, run_dir(), spec, boot_timeout);
+      tpl = co_await ensure_template(templates_dir(), run_dir(), snapshot_spec(name, config), boot_timeout);
       log("restoring the boot snapshot");
       const std::vector<fs::path> no_owned_files;  // named: GCC 12 and braced lists in co_await
       auto process = co_await restore_process(*tpl, config, vm_dir, no_owned_files, boot_timeout);
@@ -70,6 +84,20 @@ asio::awaitable<void> unpark(FrameConnection& guest) {
       auto body = agent::parse_body<agent::ErrorBody>(item.frame->payload);
       throw Error(ErrorKind::boot_failed, "the restored guest could not finish its boot: " + body.message);
     }
+  }
+}
+
+void prune_boot_snapshots() {
+  std::error_code ec;
+  std::set<std::string> used, present;
+  for (const auto& e : fs::directory_iterator(machines_dir(), ec)) used.insert(family(e.path()));
+  for (const auto& e : fs::directory_iterator(templates_dir(), ec)) {
+    const std::string entry = e.path().filename().string();
+    const size_t length = std::char_traits<char>::length(kFamilyPrefix) + kFamilyHashDigits;
+    if (entry.rfind(kFamilyPrefix, 0) == 0 && entry.size() > length) present.insert(entry.substr(0, length));
+  }
+  for (const auto& f : present) {
+    if (!used.count(f)) prune_templates(templates_dir(), f + "-", {});
   }
 }
 

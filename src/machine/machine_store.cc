@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "images/image_store.h"
+#include "machine/boot_snapshot.h"
 #include "machine/detach.h"
 #include "machine/machine_lock.h"
 #include "machine/machine_name.h"
@@ -281,6 +282,7 @@ void MachineStore::remove(const std::string& name, bool force) {
   std::error_code ec;
   fs::remove_all(machine_dir(name), ec);
   if (ec) throw Error(ErrorKind::internal, "could not remove " + machine_dir(name).string() + ": " + ec.message());
+  prune_boot_snapshots();
 }
 
 }  // namespace vial::machine

@@ -66,14 +66,18 @@ fs::path image_build_script() {
                   candidates.front().parent_path().string() + " and next to the vial binary)");
 }
 
-std::string file_identity(const fs::path& path) {
+std::string inode_identity(const fs::path& path) {
   struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {};
+  return std::to_string(st.st_dev) + " " + std::to_string(st.st_ino) + " " + std::to_string(st.st_size) + " " +
+         std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec);
+}
+
+std::string file_identity(const fs::path& path) {
   std::error_code ec;
   fs::path canonical = fs::weakly_canonical(path, ec);
-  if (::stat(canonical.c_str(), &st) != 0) return {};
-  return canonical.string() + " " + std::to_string(st.st_dev) + " " + std::to_string(st.st_ino) + " " +
-         std::to_string(st.st_size) + " " + std::to_string(st.st_mtim.tv_sec) + "." +
-         std::to_string(st.st_mtim.tv_nsec);
+  std::string inode = inode_identity(canonical);
+  return inode.empty() ? std::string() : canonical.string() + " " + inode;
 }
 
 void ensure_private_dir(const fs::path& dir) {

@@ -28,6 +28,8 @@ std::filesystem::path image_build_script();
 // "canonical-path device inode size mtime_ns" of a file: changes whenever the file is
 // replaced or rewritten. Part of cache keys (templates); empty if it can't be stat'ed.
 std::string file_identity(const std::filesystem::path& path);
+// The same without the path: one value for all hard links of a file.
+std::string inode_identity(const std::filesystem::path& path);
 
 // Creates dir (and parents) with mode 0700 if missing; throws Error on failure.
 void ensure_private_dir(const std::filesystem::path& dir);

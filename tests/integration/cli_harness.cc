@@ -363,8 +363,8 @@ std::unique_ptr<CliProcess> VialHomeTest::start_vial(const std::vector<std::stri
   return std::make_unique<CliProcess>(argv, opts);
 }
 
-fs::path VialHomeTest::private_images_dir() {
-  fs::path dir = home_ / "images";
+fs::path VialHomeTest::private_dir(const std::string& name) {
+  fs::path dir = home_ / name;
   std::error_code ec;
   fs::remove(dir, ec);
   fs::create_directories(dir, ec);

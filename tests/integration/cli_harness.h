@@ -110,8 +110,8 @@ class VialHomeTest : public ::testing::Test {
   CliResult vial(const std::vector<std::string>& args) const { return vial(args, options()); }
   // Starts `vial <args...>` without waiting.
   std::unique_ptr<CliProcess> start_vial(const std::vector<std::string>& args, CliOptions opts) const;
-  // Replaces images/ by a real directory (for fake images); returns it.
-  std::filesystem::path private_images_dir();
+  // Replaces the shared images/ or templates/ by a real directory of this home; returns it.
+  std::filesystem::path private_dir(const std::string& name);
   // Asserts (non-fatally) that one more ordinary run in this home works: the sandbox recovered.
   void expect_next_run_works(const std::string& language);
 

@@ -34,12 +34,26 @@ std::string read_file(const fs::path& p) {
 
 class MachineTest : public VialHomeTest {
  protected:
+  void SetUp() override {
+    VialHomeTest::SetUp();
+    // Boot snapshots are pruned when this home's last machine goes: keep them out of the
+    // templates shared with other tests (and with the machines of this host's own home).
+    private_dir("templates");
+  }
   void TearDown() override {
     // A failed test may leave a machine running: delete it, so the leak checks see the truth.
     for (const auto& m : list()) vial({"machine", "delete", "-f", m.at("name").get<std::string>()});
     VialHomeTest::TearDown();
   }
 
+  // The boot snapshot folders in this home's templates/ (not the lock files).
+  std::vector<fs::path> boot_snapshots() const {
+    std::vector<fs::path> found;
+    for (const auto& e : fs::directory_iterator(home() / "templates")) {
+      if (e.is_directory() && e.path().filename().string().rfind("machine-", 0) == 0) found.push_back(e.path());
+    }
+    return found;
+  }
   nlohmann::json list() const {
     auto r = vial({"machine", "ls", "--json"});
     EXPECT_EQ(r.exit_code, 0) << r.describe();
@@ -304,7 +318,7 @@ TEST_F(MachineTest, RestartsFromItsBootSnapshotWithFreshEntropyAndTime) {
   const long host_now = static_cast<long>(::time(nullptr));
 
   const std::string text = read_file(log);
-  EXPECT_EQ(count_of(text, "building the boot template"), 1u) << text;
+  EXPECT_EQ(count_of(text, "template (once"), 1u) << text;
   EXPECT_EQ(count_of(text, "restoring the boot snapshot"), 2u) << text;
   EXPECT_EQ(count_of(text, "booting cold"), 0u) << text;
   std::istringstream a(first.out), b(second.out);
@@ -330,10 +344,7 @@ TEST_F(MachineTest, BootsColdWhenItsSnapshotIsUnusable) {
   ASSERT_EQ(exec("cold", {"sh", "-c", "echo kept > /root/kept"}).exit_code, 0);
   ASSERT_EQ(vial({"machine", "stop", "--name", "cold"}).exit_code, 0);
   const fs::path dir = home() / "machines" / "cold";
-  std::vector<fs::path> snapshots;
-  for (const auto& e : fs::directory_iterator(dir / "snapshot")) {
-    if (e.is_directory()) snapshots.push_back(e.path());
-  }
+  const auto snapshots = boot_snapshots();
   ASSERT_EQ(snapshots.size(), 1u);
   fs::resize_file(snapshots[0] / "state", 100);
 
@@ -351,8 +362,25 @@ TEST_F(MachineTest, BootsColdWhenItsSnapshotIsUnusable) {
   EXPECT_FALSE(fs::exists(snapshots[0])) << "the damaged snapshot is gone";
   start_and_check("restoring the boot snapshot");  // rebuilt
 
-  std::ofstream(dir / "snapshot" / "unsupported") << "its agent cannot park (test)\n";
+  std::ofstream(dir / "no-boot-snapshot") << "its agent cannot park (test)\n";
   start_and_check("booting cold, without the boot snapshot: its agent cannot park (test)");
+}
+
+// Machines made from one image share one boot snapshot per shape, which goes with the last of them.
+TEST_F(MachineTest, MachinesOfOneImageShareTheirBootSnapshot) {
+  VIAL_REQUIRE_IMAGE("python");
+  create_and_start("one");
+  create_and_start("two");
+  auto r = exec("two", {"echo", "two"});
+  EXPECT_EQ(r.out, "two\n") << r.describe();
+  const std::string log = read_file(home() / "machines" / "two" / "supervisor.log");
+  EXPECT_EQ(count_of(log, "template (once"), 0u) << "the second machine built its own snapshot:\n" << log;
+  EXPECT_EQ(count_of(log, "restoring the boot snapshot"), 1u) << log;
+  EXPECT_EQ(boot_snapshots().size(), 1u);
+  ASSERT_EQ(vial({"machine", "delete", "-f", "one"}).exit_code, 0);
+  EXPECT_EQ(boot_snapshots().size(), 1u) << "removed while machine two still uses it";
+  ASSERT_EQ(vial({"machine", "delete", "-f", "two"}).exit_code, 0);
+  EXPECT_EQ(boot_snapshots().size(), 0u) << "left behind by the last machine that used it";
 }
 
 }  // namespace

@@ -68,7 +68,7 @@ TEST_F(RunErrorsTest, BogusAcceleratorIsRejected) {
 }
 
 TEST_F(RunErrorsTest, ImageNotBuiltNamesTheBuildCommand) {
-  private_images_dir();  // an empty images/ folder
+  private_dir("images");  // an empty images/ folder
   auto r = vial({"run", "-l", "javascript", "-c", "console.log(1)"});
   EXPECT_NE(r.exit_code, 0);
   expect_fast_failure(r, r.exit_code, "vial image build javascript");
@@ -92,7 +92,7 @@ class BrokenGuestTest : public RunErrorsTest {
       if (::access(tool, X_OK) != 0) GTEST_SKIP() << tool << " is needed to build a fake initramfs";
     }
     fs::path real = real_images_dir() / "python";
-    fs::path dir = private_images_dir() / "python";
+    fs::path dir = private_dir("images") / "python";
     fs::path root = home() / "initramfs-root";
     fs::create_directories(dir);
     fs::create_directories(root / "bin");

@@ -187,9 +187,14 @@ TEST(Protocol, ErrorAndHelloBodies) {
   EXPECT_THROW(parse_body<HelloBody>(R"({"version":"1"})"), std::invalid_argument);
   EXPECT_THROW(parse_body<HelloBody>("{}"), std::invalid_argument);
   EXPECT_TRUE(h.warm.empty());
-  HelloBody w{1, "a", "k", {"python"}, {"python"}};
+  EXPECT_FALSE(h.parked);
+  HelloBody w{1, "a", "k", {"python"}, {"python"}, false};
+  EXPECT_FALSE(json(w).contains("parked")) << "older hosts never see the field";
   auto hw = parse_body<HelloBody>(json(w).dump());
   EXPECT_EQ(hw.warm, std::vector<std::string>{"python"});
+  w.parked = true;
+  EXPECT_TRUE(parse_body<HelloBody>(json(w).dump()).parked);
+  EXPECT_THROW(parse_body<HelloBody>(R"({"version":1,"parked":"yes"})"), std::invalid_argument);
 }
 
 TEST(Protocol, ReseedBody) {

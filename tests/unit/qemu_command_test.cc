@@ -130,6 +130,17 @@ TEST(QemuCommandTest, KernelCmdlinePanicsOutAndUsesTheSerialConsole) {
   EXPECT_TRUE(has(build_qemu_argv(base_config()), "-no-reboot"));
 }
 
+TEST(QemuCommandTest, ParkOnlyWhenAskedAndNoVmMaySpawn) {
+  VmConfig c = base_config();
+  EXPECT_THAT(kernel_cmdline(c), Not(HasSubstr("vial.park")));
+  EXPECT_THAT(value_of(build_qemu_argv(c), "-sandbox"), HasSubstr("spawn=deny"));
+  c.park = true;
+  c.memory_file = "/t/memory";
+  c.memory_shared = true;  // a template build
+  EXPECT_THAT(kernel_cmdline(c), HasSubstr(" vial.park=1"));
+  EXPECT_THAT(value_of(build_qemu_argv(c), "-sandbox"), HasSubstr("spawn=deny"));
+}
+
 // QMP only over a socket QEMU inherits connected: a listening one races QEMU 7.2's monitor set-up.
 TEST(QemuCommandTest, QmpOnlyOverAnInheritedConnectedSocket) {
   auto none = build_qemu_argv(base_config());
