@@ -127,10 +127,12 @@ int find_agent_port() {
 }  // namespace
 
 void boot_mark(const char* phase) {
-  static int fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
+  // A fresh open each time: the kernel rate-limits writes per open file (10 per 5 s).
+  int fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
   if (fd < 0) return;
   std::string line = std::string("<6>vial-init: ") + phase;
   [[maybe_unused]] ssize_t n = write(fd, line.data(), line.size());
+  close(fd);
 }
 
 void fatal_boot(const char* reason) {
