@@ -55,9 +55,10 @@ asio::awaitable<MachineVm> launch_machine_vm(const std::string& name, const VmCo
   } else {
     std::optional<Template> tpl;
     try {
-      tpl = co_await ensure_template(templates_dir(), run_dir(), snapshot_spec(name, config), boot_timeout);
+      const TemplateSpec spec = snapshot_spec(name, config);  // named: see the GCC 12 pitfalls in DESIGN.md
+      tpl = co_await ensure_template(templates_dir(), run_dir(), spec, boot_timeout);
       log("restoring the boot snapshot");
-      const std::vector<fs::path> no_owned_files;  // named: GCC 12 and braced lists in co_await
+      const std::vector<fs::path> no_owned_files;
       auto process = co_await restore_process(*tpl, config, vm_dir, no_owned_files, boot_timeout);
       co_return MachineVm{std::move(process), true};
     } catch (const ParkUnsupported& e) {
