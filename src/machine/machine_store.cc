@@ -18,6 +18,7 @@
 #include "machine/machine_name.h"
 #include "pack/pack.h"
 #include "storage/pristine_overlays.h"
+#include "storage/qemu_img.h"
 #include "util/error.h"
 #include "util/paths.h"
 #include "util/process.h"
@@ -71,12 +72,7 @@ void link_or_copy(const fs::path& src, const fs::path& dst) {
 
 void create_disk(const fs::path& dir) {
   // A relative backing file name: the machine's folder can move with $VIAL_HOME.
-  CaptureResult r = run_capture({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", pack::kRootfsPart,
-                                 (dir / "disk.qcow2").string()},
-                                std::chrono::seconds(60));
-  if (r.exit_code != 0) {
-    throw Error(ErrorKind::unavailable, "qemu-img could not create the machine's disk: " + r.output);
-  }
+  create_overlay_with_qemu_img(pack::kRootfsPart, dir / "disk.qcow2");
 }
 
 // The image files go into the machine's folder under the names a pack's parts have.

@@ -20,6 +20,7 @@
 
 #include "qmp/qmp_client.h"
 #include "storage/pristine_overlays.h"
+#include "storage/qemu_img.h"
 #include "util/fnv.h"
 #include "util/paths.h"
 #include "util/unique_fd.h"
@@ -130,7 +131,12 @@ asio::awaitable<void> enable_ignore_shared(QmpClient& qmp) {
 asio::awaitable<void> build_template(const fs::path& dir, const fs::path& run_root, const TemplateSpec& spec,
                                      std::chrono::milliseconds boot_timeout) {
   const Template t = paths_in(dir);
-  create_overlay_fast(spec.base_disk, t.disk);
+  // A boot snapshot's base is seen once per machine folder: one qemu-img beats making a pristine.
+  if (spec.boot.park) {
+    create_overlay_with_qemu_img(fs::absolute(spec.base_disk).string(), t.disk);
+  } else {
+    create_overlay_fast(spec.base_disk, t.disk);
+  }
 
   const fs::path vm_dir = run_root / ("vm-template-" + unique_suffix());
   ensure_private_dir(vm_dir);
