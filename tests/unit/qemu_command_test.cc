@@ -141,6 +141,19 @@ TEST(QemuCommandTest, ParkOnlyWhenAskedAndNoVmMaySpawn) {
   EXPECT_THAT(value_of(build_qemu_argv(c), "-sandbox"), HasSubstr("spawn=deny"));
 }
 
+// A restore's guest kernel is in its RAM already: no kernel image to load, and none required.
+TEST(QemuCommandTest, RestoresLoadNoKernel) {
+  VmConfig c = base_config();
+  c.incoming = true;
+  c.kernel.clear();
+  c.initramfs.clear();
+  auto argv = build_qemu_argv(c);
+  EXPECT_FALSE(has(argv, "-kernel"));
+  EXPECT_FALSE(has(argv, "-initrd"));
+  EXPECT_FALSE(has(argv, "-append"));
+  EXPECT_EQ(value_of(argv, "-incoming"), "defer");
+}
+
 // QMP only over a socket QEMU inherits connected: a listening one races QEMU 7.2's monitor set-up.
 TEST(QemuCommandTest, QmpOnlyOverAnInheritedConnectedSocket) {
   auto none = build_qemu_argv(base_config());
