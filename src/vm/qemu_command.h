@@ -42,7 +42,8 @@ struct VmConfig {
   // Park the guest before its root disk (kernel command line vial.park=1; see
   // HelloBody::parked): for boot snapshots, which any disk can then be given to.
   bool park = false;
-  // Host TSC rate for TCG guests (see host_tsc.h); 0 lets the guest calibrate.
+  // Host TSC rate (see host_tsc.h). IMPORTANT: set it for every TCG guest: with 0 the guest
+  // calibrates against the emulated PIT, which can hang its boot on a busy host. KVM: 0.
   uint64_t tsc_khz = 0;
 };
 
