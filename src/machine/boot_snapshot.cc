@@ -22,8 +22,6 @@ constexpr const char* kFamilyPrefix = "machine-";
 constexpr size_t kFamilyHashDigits = 12;
 constexpr uint32_t kUnparkId = 1;
 
-std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
-
 // "machine-<hash>": the snapshots of one kernel + initramfs pair, whatever the machine's path.
 std::string family(const fs::path& dir) {
   return kFamilyPrefix + stable_hash(inode_identity(dir / pack::kKernelPart) + "|" +
@@ -65,7 +63,7 @@ asio::awaitable<MachineVm> launch_machine_vm(const std::string& name, const VmCo
       why_cold = e.what();
       std::ofstream(unsupported) << why_cold << "\n";
     } catch (const std::exception& e) {
-      why_cold = first_line(e.what());
+      why_cold = e.what();  // whole: supervisor.log is where a console tail helps
       // A snapshot that fails to restore (damaged files) is rebuilt by the next start.
       if (tpl) fs::remove_all(tpl->dir, ec);
     }
