@@ -6,8 +6,10 @@ namespace vial::agent {
 
 bool is_known_type(uint8_t type) {
   return type >= static_cast<uint8_t>(FrameType::hello) &&
-         type <= static_cast<uint8_t>(FrameType::ok);
+         type <= static_cast<uint8_t>(FrameType::dns);
 }
+
+bool is_net_type(FrameType type) { return type >= FrameType::net_open && type <= FrameType::dns; }
 
 std::string_view type_name(FrameType type) {
   switch (type) {
@@ -23,6 +25,14 @@ std::string_view type_name(FrameType type) {
     case FrameType::error: return "error";
     case FrameType::reseed: return "reseed";
     case FrameType::ok: return "ok";
+    case FrameType::net_up: return "net_up";
+    case FrameType::net_open: return "net_open";
+    case FrameType::net_opened: return "net_opened";
+    case FrameType::net_data: return "net_data";
+    case FrameType::net_ack: return "net_ack";
+    case FrameType::net_eof: return "net_eof";
+    case FrameType::net_close: return "net_close";
+    case FrameType::dns: return "dns";
   }
   return "unknown";
 }
@@ -303,6 +313,41 @@ void from_json(const nlohmann::json& j, ReseedBody& v) {
     r.realtime_ns = static_cast<int64_t>(ns);
   }
   v = std::move(r);
+}
+
+void to_json(nlohmann::json& j, const NetUpBody& v) { j = nlohmann::json{{"dns", v.dns}}; }
+
+void from_json(const nlohmann::json& j, NetUpBody& v) {
+  if (!j.is_object()) throw std::invalid_argument("net_up must be a JSON object");
+  NetUpBody r;
+  if (j.contains("dns")) r.dns = j.at("dns").get<std::string>();
+  v = std::move(r);
+}
+
+void to_json(nlohmann::json& j, const NetOpenBody& v) {
+  j = nlohmann::json{{"port", v.port}};
+  if (!v.ip.empty()) j["ip"] = v.ip;
+}
+
+void from_json(const nlohmann::json& j, NetOpenBody& v) {
+  if (!j.is_object()) throw std::invalid_argument("net_open must be a JSON object");
+  NetOpenBody r;
+  uint64_t port = 0;
+  read_uint(j, "port", port);
+  if (port == 0 || port > 65535) throw std::invalid_argument("port must be 1-65535");
+  r.port = static_cast<uint16_t>(port);
+  if (j.contains("ip")) r.ip = j.at("ip").get<std::string>();
+  if (r.ip.size() > 64) throw std::invalid_argument("ip is too long");
+  v = std::move(r);
+}
+
+void to_json(nlohmann::json& j, const NetAckBody& v) { j = nlohmann::json{{"bytes", v.bytes}}; }
+
+void from_json(const nlohmann::json& j, NetAckBody& v) {
+  if (!j.is_object()) throw std::invalid_argument("net_ack must be a JSON object");
+  NetAckBody r;
+  read_uint(j, "bytes", r.bytes);
+  v = r;
 }
 
 }  // namespace vial::agent

@@ -43,8 +43,32 @@ enum class FrameType : uint8_t {
   // for bad input, reseed_failed when the kernel refused). A parked guest (HelloBody::parked)
   // finishes its boot before answering.
   reseed = 11,
-  ok = 12,      // g->h, empty: generic success acknowledgement (so far only for reseed)
+  ok = 12,      // g->h, empty: generic success acknowledgement (reseed, net_up)
+  // ---- network (issue 13; see guest/net.h and net/gateway.h) ----
+  // h->g NetUpBody JSON: the guest starts handing its TCP connections and DNS queries to the
+  // host. Answered with `ok`, or `error` (net_failed). Sent once per VM, after any reseed.
+  net_up = 13,
+  // Opens a stream. g->h NetOpenBody {"ip","port"}: a guest program connected there (the id has
+  // kGuestStreamBit set). h->g {"port"}: a host client connected to a published port; the
+  // guest connects to 127.0.0.1:port. Answered with net_opened or net_close.
+  net_open = 14,
+  net_opened = 15,  // either way, empty: the stream is connected; data may flow
+  // Either way, raw bytes of a stream. A side never has more than kNetWindow bytes in flight:
+  // the receiver acknowledges what it has written to its socket with net_ack.
+  net_data = 16,
+  net_ack = 17,    // either way, NetAckBody {"bytes"}: that many more bytes were delivered
+  net_eof = 18,    // either way, empty: the sender will send no more data (a TCP half-close)
+  net_close = 19,  // either way, optional {"reason"}: the stream is gone; reset the socket
+  // g->h a raw DNS query from a guest program; h->g the raw reply, same id.
+  dns = 20,
 };
+
+// Ids of streams and DNS queries the guest opens have this bit set; the host's never do.
+inline constexpr uint32_t kGuestStreamBit = 0x80000000u;
+// Bytes one side of a stream may send before the other acknowledges them.
+inline constexpr uint64_t kNetWindow = 256u << 10;
+// True for the net_* and dns types.
+bool is_net_type(FrameType type);
 
 // True for the types defined above.
 bool is_known_type(uint8_t type);
@@ -152,6 +176,20 @@ struct ReseedBody {
   std::optional<int64_t> realtime_ns;
 };
 
+struct NetUpBody {
+  // The guest's resolver: an IPv4 address on its loopback where it answers DNS (port 53).
+  std::string dns = "127.0.0.1";
+};
+
+struct NetOpenBody {
+  std::string ip;      // g->h: the address the guest program connected to (IPv4)
+  uint16_t port = 0;   // g->h: its port; h->g: the guest port to connect to on 127.0.0.1
+};
+
+struct NetAckBody {
+  uint64_t bytes = 0;
+};
+
 // JSON mapping. from_json throws nlohmann::json::exception (or std::invalid_argument for
 // semantic errors such as an empty argv without code) on bad input.
 void to_json(nlohmann::json& j, const ErrorBody& v);
@@ -164,6 +202,12 @@ void to_json(nlohmann::json& j, const HelloBody& v);
 void from_json(const nlohmann::json& j, HelloBody& v);
 void to_json(nlohmann::json& j, const ReseedBody& v);
 void from_json(const nlohmann::json& j, ReseedBody& v);
+void to_json(nlohmann::json& j, const NetUpBody& v);
+void from_json(const nlohmann::json& j, NetUpBody& v);
+void to_json(nlohmann::json& j, const NetOpenBody& v);
+void from_json(const nlohmann::json& j, NetOpenBody& v);
+void to_json(nlohmann::json& j, const NetAckBody& v);
+void from_json(const nlohmann::json& j, NetAckBody& v);
 
 // Hex helpers for ReseedBody. from_hex throws std::invalid_argument on bad input.
 std::string to_hex(std::string_view bytes);

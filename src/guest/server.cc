@@ -94,6 +94,7 @@ void Server::disconnect() {
   out_off_ = 0;
   decoder_ = agent::FrameDecoder();
   for (auto& [id, ex] : execs_) ex->kill_all();
+  net_.reset();
 }
 
 void Server::reap() {
@@ -244,6 +245,27 @@ void Server::handle_reseed(uint32_t id, const std::string& payload) {
   send(FrameType::ok, id, {});
 }
 
+void Server::handle_net_up(uint32_t id, const std::string& payload) {
+  agent::NetUpBody body;
+  try {
+    body = agent::parse_body<agent::NetUpBody>(payload);
+  } catch (const std::exception& e) {
+    send_error(id, "bad_request", e.what());
+    return;
+  }
+  // Only as PID 1: in local mode the "guest" is the host, whose network is not ours to steer.
+  if (!cfg_.system) {
+    send_error(id, "net_failed", "the network needs the agent to run as the guest's PID 1");
+    return;
+  }
+  std::string error = net_.up(body, /*write_resolv_conf=*/true);
+  if (!error.empty()) {
+    send_error(id, "net_failed", "setting up the guest's network: " + error);
+    return;
+  }
+  send(FrameType::ok, id, {});
+}
+
 void Server::handle_frame(agent::Frame& f) {
   const bool allowed_while_parked = f.type == FrameType::hello || f.type == FrameType::ping ||
                                     f.type == FrameType::reseed || f.type == FrameType::error;
@@ -327,9 +349,16 @@ void Server::handle_frame(agent::Frame& f) {
     case FrameType::reseed:
       handle_reseed(f.request_id, f.payload);
       return;
+    case FrameType::net_up:
+      handle_net_up(f.request_id, f.payload);
+      return;
     case FrameType::error:
       return;  // the host reporting a problem with our frames: nothing to answer
     default:
+      if (agent::is_net_type(f.type)) {
+        net_.handle(f);
+        return;
+      }
       send_error(f.request_id, "bad_request",
                  "unexpected frame type " + std::string(agent::type_name(f.type)));
       return;
@@ -410,6 +439,9 @@ void Server::loop(int fd, Mode mode) {
         slots.push_back({ex.get(), 3});
       }
     }
+    size_t first_net = pfds.size();
+    net_.append_pollfds(pfds, backpressure || !connected_);
+    size_t net_count = pfds.size() - first_net;
     int timeout = wake < 0 ? -1 : static_cast<int>(std::max<int64_t>(0, wake - now));
     int r = poll(pfds.data(), pfds.size(), timeout);
     if (r < 0 && errno != EINTR) {
@@ -452,7 +484,9 @@ void Server::loop(int fd, Mode mode) {
       }
     }
 
-    for (size_t i = first_slot; i < pfds.size(); ++i) {
+    net_.on_events(pfds.data() + first_net, net_count, now_ms());
+
+    for (size_t i = first_slot; i < first_net; ++i) {
       if (!pfds[i].revents) continue;
       Slot& s = slots[i - first_slot];
       if (s.kind == 3) {

@@ -11,6 +11,7 @@
 
 #include "agent/protocol.h"
 #include "guest/exec.h"
+#include "guest/net.h"
 
 namespace vial::guest {
 
@@ -39,6 +40,7 @@ class Server final {
   void handle_frame(agent::Frame& f);
   void handle_exec(uint32_t id, const std::string& payload);
   void handle_reseed(uint32_t id, const std::string& payload);
+  void handle_net_up(uint32_t id, const std::string& payload);
   void send(agent::FrameType t, uint32_t id, std::string_view payload);
   void send_error(uint32_t id, const std::string& code, const std::string& message);
   void flush();
@@ -57,6 +59,7 @@ class Server final {
   size_t out_off_ = 0;
   agent::FrameDecoder decoder_;
   std::map<uint32_t, std::unique_ptr<Exec>> execs_;
+  Net net_{[this](agent::FrameType t, uint32_t id, std::string_view payload) { send(t, id, payload); }};
 };
 
 }  // namespace vial::guest

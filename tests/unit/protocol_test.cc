@@ -93,9 +93,27 @@ TEST(Protocol, TypeNames) {
   EXPECT_TRUE(is_known_type(11));
   EXPECT_TRUE(is_known_type(12));
   EXPECT_FALSE(is_known_type(0));
-  EXPECT_FALSE(is_known_type(13));
+  EXPECT_TRUE(is_known_type(13));
+  EXPECT_TRUE(is_known_type(20));
+  EXPECT_FALSE(is_known_type(21));
   EXPECT_EQ(type_name(FrameType::reseed), "reseed");
   EXPECT_EQ(type_name(FrameType::ok), "ok");
+  EXPECT_EQ(type_name(FrameType::dns), "dns");
+  EXPECT_TRUE(is_net_type(FrameType::net_open));
+  EXPECT_TRUE(is_net_type(FrameType::dns));
+  EXPECT_FALSE(is_net_type(FrameType::net_up));  // a request with an answer, not a stream frame
+}
+
+TEST(Protocol, NetBodiesValidate) {
+  auto open = parse_body<NetOpenBody>(R"({"ip":"1.2.3.4","port":443})");
+  EXPECT_EQ(open.ip, "1.2.3.4");
+  EXPECT_EQ(open.port, 443);
+  EXPECT_THROW(parse_body<NetOpenBody>(R"({"ip":"1.2.3.4","port":0})"), std::invalid_argument);
+  EXPECT_THROW(parse_body<NetOpenBody>(R"({"ip":"1.2.3.4","port":65536})"), std::invalid_argument);
+  EXPECT_THROW(parse_body<NetOpenBody>(R"({"ip":5,"port":80})"), std::invalid_argument);
+  EXPECT_EQ(parse_body<NetAckBody>(R"({"bytes":65536})").bytes, 65536u);
+  EXPECT_THROW(parse_body<NetAckBody>(R"({"bytes":-1})"), std::invalid_argument);
+  EXPECT_EQ(parse_body<NetUpBody>("{}").dns, "127.0.0.1");
 }
 
 TEST(Protocol, ExecRequestDefaultsAndRoundTrip) {
