@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/network_options.h"
 #include "images/image_store.h"
 #include "machine/duration.h"
 #include "machine/machine_name.h"
@@ -15,6 +16,7 @@
 #include "machine/machine_access.h"
 #include "machine/machine_store.h"
 #include "machine/supervisor.h"
+#include "net/egress_log.h"
 #include "sandbox/guest_files.h"
 #include "util/error.h"
 #include "util/event_loop.h"
@@ -71,20 +73,26 @@ std::string accel_probe_image(const MachineRecord& record) {
 void add_create(CLI::App& machine) {
   struct Args {
     std::string name, from, smolfile, vialfile;
+    net::NetOptions net;
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = machine.add_subcommand("create", "Create a machine (its disk persists until `delete`)");
   cmd->footer("NAME: 1-63 characters a-z 0-9 _ . - starting with a letter or digit; before or after the flags.\n"
               "The config file is TOML with smolvm's Smolfile keys: cpus, memory (MiB), env = [\"K=V\"],\n"
-              "workdir, init = [\"cmd\"] (run at every start), net, [network]. See docs/machines.md.\n"
-              "Example: vial machine create --smolfile agent.toml agent-1");
+              "workdir, init = [\"cmd\"] (run at every start), net, ports, [network]. See docs/machines.md.\n" +
+              std::string(kNetworkHelp) +
+              "Examples:\n"
+              "  vial machine create --smolfile agent.toml agent-1\n"
+              "  vial machine create web --allow-host pypi.org --allow-host '*.pythonhosted.org' -p 8000:8000");
   cmd->add_option("name", a->name, "The machine's name")->required();
   cmd->add_option("--from", a->from, "A pack (.vial / .smolmachine) to boot instead of the python image");
   auto* smol = cmd->add_option("--smolfile", a->smolfile, "Config file (TOML)");
   cmd->add_option("--vialfile", a->vialfile, "Config file (TOML); the same as --smolfile")->excludes(smol);
+  add_network_options(cmd, a->net, /*ports=*/true);
   cmd->callback([a] {
     finish([a] {
       CreateOptions options;
+      options.network = a->net;
       options.name = a->name;
       if (!a->from.empty()) options.pack = a->from;
       if (!a->smolfile.empty()) options.config_file = a->smolfile;
@@ -319,6 +327,44 @@ void add_supervise(CLI::App& machine) {
   });
 }
 
+void add_egress_events(CLI::App& machine) {
+  struct Args {
+    NameArgs name;
+    bool json = false;
+    size_t limit = 100;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd = machine.add_subcommand(
+      "egress-events", "Show a machine's network decisions (DNS and connections, allowed and denied)");
+  a->name.add_to(cmd);
+  cmd->add_flag("--json", a->json, "Print a JSON list (time_ms, proto, name, address, port, allowed, rule, bytes)");
+  cmd->add_option("-n,--limit", a->limit, "Show at most this many, the newest")->capture_default_str();
+  cmd->footer("Events come from $VIAL_HOME/logs/egress.ndjson, oldest first.\n"
+              "Example: vial machine egress-events agent-1 --json | jq 'select(.allowed | not)'");
+  cmd->callback([a] {
+    finish(
+        [a] {
+          const std::string name = a->name.get();
+          MachineStore().require(name);
+          auto events = net::read_egress_events(name, a->limit);
+          if (a->json) {
+            std::cout << dump_json(nlohmann::json(events)) << std::endl;
+            return kExitOk;
+          }
+          for (const auto& e : events) {
+            std::printf("%-13lld %-6s %-5s %-30s %-21s %s (up %llu B, down %llu B)\n",
+                        static_cast<long long>(e.value("time_ms", int64_t{0})), e.value("proto", "").c_str(),
+                        e.value("allowed", false) ? "allow" : "deny", e.value("name", "").c_str(),
+                        (e.value("address", "") + ":" + std::to_string(e.value("port", 0))).c_str(),
+                        e.value("rule", "").c_str(), static_cast<unsigned long long>(e.value("bytes_up", uint64_t{0})),
+                        static_cast<unsigned long long>(e.value("bytes_down", uint64_t{0})));
+          }
+          return kExitOk;
+        },
+        a->json);
+  });
+}
+
 }  // namespace
 
 void add_machine_command(CLI::App& app) {
@@ -332,6 +378,7 @@ void add_machine_command(CLI::App& app) {
   add_status_ls(*machine);
   add_exec_shell(*machine);
   add_cp(*machine);
+  add_egress_events(*machine);
   add_supervise(*machine);
 }
 

@@ -9,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/network_options.h"
 #include "server/daemon_client.h"
 #include "sandbox/runner.h"
 #include "util/error.h"
@@ -32,6 +33,7 @@ struct RunArgs {
   bool memory_given = false;
   bool no_daemon = false;
   std::string socket;
+  net::NetOptions net;
 };
 
 RunRequest to_request(const RunArgs& a) {
@@ -79,10 +81,12 @@ void report_limits(const RunResult& result, const RunRequest& request, int timeo
 }
 
 // The same run through a `vial serve` daemon: its warm pool makes it fast.
-int run_on_daemon(const std::filesystem::path& socket, RunRequest request, const RunArgs& args) {
+int run_on_daemon(const std::filesystem::path& socket, RunRequest request, const net::NetPolicy& network,
+                  const RunArgs& args) {
   server::DaemonClient client(socket);
   nlohmann::json body = run_request_to_json(request);
   body.erase("memory_mib");  // the server's size (-m runs in this process)
+  if (network.enabled) body["network"] = net::to_json(network);
   if (args.json) {
     nlohmann::json reply = client.call_json("POST", "/v1/run", body);
     std::cout << dump_json(reply) << std::endl;
@@ -96,10 +100,12 @@ int run_on_daemon(const std::filesystem::path& socket, RunRequest request, const
 int run(const RunArgs& args) {
   try {
     RunRequest request = to_request(args);
+    net::NetPolicy network = net::make_policy(args.net);
     if (!args.no_daemon && !args.cold && !args.memory_given) {
-      if (auto socket = server::find_daemon(args.socket)) return run_on_daemon(*socket, request, args);
+      if (auto socket = server::find_daemon(args.socket)) return run_on_daemon(*socket, request, network, args);
     }
     RunOptions options;
+    options.network = std::move(network);
     options.accel = choose_accel(request.language, args.json);
     options.collect_output = args.json;
     options.use_template = !args.cold;
@@ -129,11 +135,13 @@ void add_run_command(CLI::App& app) {
   cmd->footer(
       "The program's exit code becomes vial's; a timeout exits 124, a failure of vial itself 125.\n"
       "When a `vial serve` daemon is running (default socket, --socket or $VIAL_SOCKET), the run goes\n"
-      "through it and uses its warm pool; --no-daemon, --cold or -m run it in this process.\n"
+      "through it and uses its warm pool; --no-daemon, --cold or -m run it in this process.\n" +
+      std::string(kNetworkHelp) +
       "Examples:\n"
       "  vial run -l python -c 'print(6*7)'\n"
       "  vial run -l shell script.sh -t 10 -e NAME=world\n"
-      "  echo data | vial run -l python -i -c 'import sys; print(sys.stdin.read())'");
+      "  echo data | vial run -l python -i -c 'import sys; print(sys.stdin.read())'\n"
+      "  vial run -l shell --allow-host example.com -c 'curl -sI https://example.com/'");
   cmd->add_option("-l,--language", args->language, "python, javascript or shell")->required();
   cmd->add_option("-c,--code", args->code, "Code to run");
   cmd->add_option("file", args->file, "File with the code to run (instead of -c)");
@@ -148,6 +156,7 @@ void add_run_command(CLI::App& app) {
   cmd->add_flag("--json", args->json, "Print one JSON object with output, exit code and timing");
   cmd->add_flag("--cold", args->cold,
                 "Boot the VM from scratch instead of restoring the image's template snapshot (never uses a daemon)");
+  add_network_options(cmd, args->net, /*ports=*/false);
   cmd->add_option("--socket", args->socket, "Run through the `vial serve` daemon on this socket ($VIAL_SOCKET)");
   cmd->add_flag("--no-daemon", args->no_daemon, "Run in this process even when a `vial serve` daemon is up");
   cmd->callback([args] { throw CLI::RuntimeError(run(*args)); });

@@ -9,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/network_options.h"
 #include "machine/machine_config.h"
 #include "server/daemon_client.h"
 #include "util/error.h"
@@ -26,6 +27,7 @@ struct SessionArgs {
   // create
   std::string language;
   unsigned idle_timeout_s = 600;
+  net::NetOptions net;
   // exec / put / get / ls take one id, rm several
   std::string id;
   std::vector<std::string> ids;
@@ -58,7 +60,10 @@ int guarded_command(const SessionArgs& a, const std::function<int(DaemonClient&)
 }
 
 int create(const SessionArgs& a, DaemonClient& c) {
-  auto s = c.call_json("POST", "/v1/sessions", {{"language", a.language}, {"idle_timeout", a.idle_timeout_s}});
+  nlohmann::json body = {{"language", a.language}, {"idle_timeout", a.idle_timeout_s}};
+  net::NetPolicy network = net::make_policy(a.net);
+  if (network.enabled) body["network"] = net::to_json(network);
+  auto s = c.call_json("POST", "/v1/sessions", body);
   if (a.json) {
     std::cout << dump_json(s) << std::endl;
   } else {
@@ -160,11 +165,14 @@ void add_session_command(CLI::App& app) {
       "  vial session exec $id -c 'x = 41'\n"
       "  vial session exec $id -c 'print(x + 1)'     # 42: state is kept\n"
       "  vial session put $id data.csv data.csv && vial session ls $id\n"
-      "  vial session rm $id");
+      "  vial session rm $id\n"
+      "  vial session create -l python --allow-host pypi.org --allow-host '*.pythonhosted.org' -p 8000:8000\n" +
+      std::string(kNetworkHelp));
   add(*cmd, a, "create", "Create a session; prints its id", create, [a](CLI::App& c) {
     c.add_option("-l,--language", a->language, "python, javascript or shell")->required();
     c.add_option("--idle-timeout", a->idle_timeout_s, "Seconds of inactivity before the session is deleted")
         ->capture_default_str();
+    add_network_options(&c, a->net, /*ports=*/true);
   });
   add(*cmd, a, "exec", "Run code in a session (Python keeps variables between calls)", exec, [a](CLI::App& c) {
     c.add_option("id", a->id, "Session id")->required();

@@ -116,6 +116,10 @@ asio::awaitable<std::string> AgentRelay::run_guest() {
 }
 
 void AgentRelay::from_guest(Frame frame) {
+  if (agent::is_net_type(frame.type)) {
+    if (net_handler_) net_handler_(frame);
+    return;
+  }
   auto it = routes_.find(frame.request_id);
   if (it == routes_.end()) return;  // a request nobody waits for any more
   auto client = it->second.client.lock();
@@ -137,6 +141,7 @@ void AgentRelay::client_gone(Client& client) {
 }
 
 void AgentRelay::close() {
+  net_handler_ = nullptr;
   if (acceptor_) {
     boost::system::error_code ec;
     acceptor_->close(ec);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -34,6 +35,8 @@ class AgentRelay final : public std::enable_shared_from_this<AgentRelay> {
   asio::awaitable<std::string> run_guest();
   // Stops accepting and drops every connection.
   void close();
+  // The guest's network frames (agent::is_net_type) go to `handler` (the machine's gateway).
+  void set_net_handler(std::function<void(const agent::Frame&)> handler) { net_handler_ = std::move(handler); }
 
  private:
   struct Client {
@@ -58,6 +61,7 @@ class AgentRelay final : public std::enable_shared_from_this<AgentRelay> {
   std::set<std::shared_ptr<Client>> clients_;
   std::map<uint32_t, Route> routes_;  // by guest request id
   uint32_t next_guest_id_ = 1;
+  std::function<void(const agent::Frame&)> net_handler_;
 };
 
 }  // namespace vial::machine

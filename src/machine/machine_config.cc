@@ -74,11 +74,13 @@ void read_network(const toml::node& node, MachineConfig& c, const std::string& s
   for (const auto& [k, v] : *table) {
     const std::string key(k.str());
     if (key == "allow_hosts") {
-      c.allow_hosts = read_strings(v, source, "network.allow_hosts");
+      c.network.allow_hosts = read_strings(v, source, "network.allow_hosts");
     } else if (key == "allow_cidrs") {
-      c.allow_cidrs = read_strings(v, source, "network.allow_cidrs");
+      c.network.allow_cidrs = read_strings(v, source, "network.allow_cidrs");
+    } else if (key == "add_hosts") {
+      c.network.add_hosts = read_strings(v, source, "network.add_hosts");
     } else {
-      bad(source, "network." + key, "unknown key (known: allow_hosts, allow_cidrs)");
+      bad(source, "network." + key, "unknown key (known: allow_hosts, allow_cidrs, add_hosts)");
     }
   }
 }
@@ -117,16 +119,21 @@ MachineConfig parse_machine_config(std::string_view toml_text, const std::string
       c.init = read_strings(v, source, key);
     } else if (key == "net") {
       if (!v.is_boolean()) bad(source, key, "must be true or false");
-      c.net = *v.value<bool>();
+      c.network.net = *v.value<bool>();
     } else if (key == "network") {
       read_network(v, c, source);
     } else if (key == "volumes") {
       reject_unsupported(v, source, key, true);
     } else if (key == "ports") {
-      reject_unsupported(v, source, key, false);
+      c.network.ports = read_strings(v, source, key);
     } else {
       bad(source, key, "unknown key (known: cpus, memory, env, workdir, init, net, volumes, ports, [network])");
     }
+  }
+  try {
+    net::make_policy(c.network);
+  } catch (const Error& e) {
+    throw Error(ErrorKind::invalid_input, source + ": " + e.what());
   }
   return c;
 }
@@ -140,8 +147,9 @@ MachineConfig load_machine_config(const std::filesystem::path& file) {
 
 void to_json(nlohmann::json& j, const MachineConfig& c) {
   j = {{"cpus", c.cpus},   {"memory_mib", c.memory_mib}, {"env", c.env},
-       {"workdir", c.workdir}, {"init", c.init},         {"net", c.net},
-       {"allow_hosts", c.allow_hosts}, {"allow_cidrs", c.allow_cidrs}};
+       {"workdir", c.workdir}, {"init", c.init},         {"net", c.network.net},
+       {"allow_hosts", c.network.allow_hosts}, {"allow_cidrs", c.network.allow_cidrs},
+       {"add_hosts", c.network.add_hosts}, {"ports", c.network.ports}};
 }
 
 void from_json(const nlohmann::json& j, MachineConfig& c) {
@@ -151,9 +159,11 @@ void from_json(const nlohmann::json& j, MachineConfig& c) {
   c.env = j.value("env", d.env);
   c.workdir = j.value("workdir", d.workdir);
   c.init = j.value("init", d.init);
-  c.net = j.value("net", d.net);
-  c.allow_hosts = j.value("allow_hosts", d.allow_hosts);
-  c.allow_cidrs = j.value("allow_cidrs", d.allow_cidrs);
+  c.network.net = j.value("net", false);
+  c.network.allow_hosts = j.value("allow_hosts", std::vector<std::string>{});
+  c.network.allow_cidrs = j.value("allow_cidrs", std::vector<std::string>{});
+  c.network.add_hosts = j.value("add_hosts", std::vector<std::string>{});
+  c.network.ports = j.value("ports", std::vector<std::string>{});
 }
 
 }  // namespace vial::machine

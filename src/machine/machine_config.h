@@ -11,6 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "net/policy.h"
+
 namespace vial::machine {
 
 inline constexpr unsigned kDefaultMachineMemoryMib = 512;
@@ -23,18 +25,14 @@ struct MachineConfig {
   std::map<std::string, std::string> env;  // from env = ["K=V", ...]
   std::string workdir;                     // absolute guest path; empty: the agent's default
   std::vector<std::string> init;           // shell commands run (in order) at every start
-  // Network: off unless `net = true` or an allow list is given. Starting a machine that asks
-  // for it fails until egress control exists (see network_requested()).
-  bool net = false;
-  std::vector<std::string> allow_hosts;
-  std::vector<std::string> allow_cidrs;
-
-  bool network_requested() const { return net || !allow_hosts.empty() || !allow_cidrs.empty(); }
+  // Network (issue 13): off unless `net = true`, an allow list or a port is given; the same
+  // strings as the CLI flags, validated by net::make_policy at create.
+  net::NetOptions network;
 };
 
 // Parses Smolfile TOML. Throws Error(invalid_input) naming the key (and `source`, the file
-// name) for unknown keys, wrong types and bad values; volumes and ports are recognised but
-// rejected as not supported yet.
+// name) for unknown keys, wrong types and bad values; volumes are recognised but rejected as
+// not supported yet.
 MachineConfig parse_machine_config(std::string_view toml_text, const std::string& source);
 // Reads and parses a file; Error(invalid_input) when it can't be read.
 MachineConfig load_machine_config(const std::filesystem::path& file);

@@ -11,11 +11,14 @@
 #include <iterator>
 #include <thread>
 
+#include <boost/asio/io_context.hpp>
+
 #include "images/image_store.h"
 #include "machine/boot_snapshot.h"
 #include "machine/detach.h"
 #include "machine/machine_lock.h"
 #include "machine/machine_name.h"
+#include "net/gateway.h"
 #include "pack/pack.h"
 #include "storage/pristine_overlays.h"
 #include "storage/qemu_img.h"
@@ -128,6 +131,22 @@ fs::path relay_socket(const std::string& name) { return machine_dir(name) / "age
 
 MachineStore::MachineStore() : db_(state_db_path()) {}
 
+namespace {
+// Flags add to what the config file says; the result is validated as a whole.
+void merge_network(net::NetOptions& into, const net::NetOptions& flags) {
+  into.net = into.net || flags.net;
+  auto append = [](std::vector<std::string>& a, const std::vector<std::string>& b) { a.insert(a.end(), b.begin(), b.end()); };
+  append(into.allow_hosts, flags.allow_hosts);
+  append(into.allow_cidrs, flags.allow_cidrs);
+  append(into.add_hosts, flags.add_hosts);
+  append(into.ports, flags.ports);
+  net::NetPolicy policy = net::make_policy(into);
+  // A host port taken now is an error now, not at the first start (it is bound again then).
+  asio::io_context probe;
+  net::bind_published_ports(probe.get_executor(), policy.ports);
+}
+}  // namespace
+
 MachineRecord MachineStore::create(const CreateOptions& options) {
   validate_name(options.name);
   if (relay_socket(options.name).string().size() >= kMaxSocketPath) {
@@ -137,6 +156,7 @@ MachineRecord MachineStore::create(const CreateOptions& options) {
   MachineRecord record;
   record.name = options.name;
   if (options.config_file) record.config = load_machine_config(*options.config_file);
+  merge_network(record.config.network, options.network);
   if (options.pack) {
     record.image = fs::absolute(*options.pack).lexically_normal().string();
   } else {
@@ -216,11 +236,6 @@ void MachineStore::start(const std::string& name, const Accel& accel) {
   MachineStatus s = status(name);  // again, under the lock
   if (s.state == MachineState::running) {
     throw Error(ErrorKind::conflict, "machine '" + name + "' is already running");
-  }
-  if (s.record.config.network_requested()) {
-    throw Error(ErrorKind::unavailable, "machine '" + name +
-                                            "' asks for network (net / [network]), and network is not "
-                                            "supported yet: remove those keys and create it again");
   }
   stop_locked(s.record, std::chrono::seconds(5));  // leftovers of a run that died
   int pipe_fds[2];

@@ -41,6 +41,8 @@ struct CreateOptions {
   std::string name;
   std::optional<std::filesystem::path> pack;         // --from
   std::optional<std::filesystem::path> config_file;  // --smolfile / --vialfile
+  // --net, --allow-host, ... : added to the config file's network settings.
+  net::NetOptions network;
 };
 
 class MachineStore final {

@@ -16,6 +16,7 @@
 #include "machine/agent_relay.h"
 #include "machine/boot_snapshot.h"
 #include "machine/machine_store.h"
+#include "net/gateway.h"
 #include "pack/manifest.h"
 #include "sandbox/runner.h"
 #include "util/error.h"
@@ -89,6 +90,21 @@ asio::awaitable<std::string> guest_hello(FrameConnection& guest) {
                                               ": recreate the machine from a rebuilt image");
     }
     co_return item.frame->payload;
+  }
+}
+
+// Turns the guest's network on over the raw guest channel, before the relay reads it.
+asio::awaitable<void> guest_net_up(FrameConnection& guest) {
+  const uint32_t id = 1;
+  guest.send(agent::FrameType::net_up, id, nlohmann::json(agent::NetUpBody{}).dump());
+  for (;;) {
+    auto item = co_await guest.read();
+    if (!item.frame || item.frame->request_id != id) continue;
+    if (item.frame->type == agent::FrameType::ok) co_return;
+    if (item.frame->type == agent::FrameType::error) {
+      auto body = agent::parse_body<agent::ErrorBody>(item.frame->payload);
+      throw Error(ErrorKind::boot_failed, "the guest could not set up its network: " + body.message);
+    }
   }
 }
 
@@ -167,6 +183,9 @@ asio::awaitable<std::string> supervise(const SupervisorOptions& options, ReadyPi
   const fs::path vm_dir = run_dir() / ("vm-machine-" + std::to_string(::getpid()));
   ensure_private_dir(vm_dir);
   const VmConfig config = vm_config(record, options.accel, vm_dir);
+  // Published ports are bound before QEMU starts: a port taken since `create` fails the start.
+  const net::NetPolicy network = net::make_policy(record.config.network);
+  auto listeners = net::bind_published_ports(ex, network.ports);
   log_line("starting (" + std::string(options.accel.name()) + ", " + std::to_string(config.vcpus) + " vCPU, " +
            std::to_string(config.memory_mib) + " MiB)");
   const auto boot_timeout = default_boot_timeout(options.accel);
@@ -184,7 +203,17 @@ asio::awaitable<std::string> supervise(const SupervisorOptions& options, ReadyPi
   }
   std::string hello = co_await guarded(guest_hello(*guest), *vm, time_left(deadline), "waiting for the guest agent",
                                        ErrorKind::boot_failed);
+  std::shared_ptr<net::Gateway> gateway;
+  if (network.enabled) {
+    co_await guarded(guest_net_up(*guest), *vm, time_left(deadline), "setting up the guest's network",
+                     ErrorKind::boot_failed);
+    gateway = net::Gateway::create(ex, network, net::GatewayIdentity{config.name, record.name}, std::move(listeners));
+    gateway->start([guest](agent::FrameType type, uint32_t id, std::string_view payload) {
+      guest->send(type, id, payload);
+    });
+  }
   auto relay = AgentRelay::create(guest, hello);
+  if (gateway) relay->set_net_handler([gateway](const agent::Frame& f) { gateway->handle(f); });
   asio::co_spawn(ex, relay->accept_clients(listen_private(ex, relay_socket(record.name))), asio::detached);
   EndChannel guest_ended(ex, 1);
   asio::co_spawn(ex, relay->run_guest(), [&guest_ended](std::exception_ptr, std::string reason) {
@@ -208,6 +237,7 @@ asio::awaitable<std::string> supervise(const SupervisorOptions& options, ReadyPi
     log_line(why);
     error = first_line(why);
   }
+  if (gateway) gateway->close();
   relay->close();
   agent->close();
   vm->destroy();

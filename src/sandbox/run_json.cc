@@ -103,6 +103,7 @@ json run_result_to_json(const RunResult& r, const std::string& accel, bool inclu
               {"boot_ms", r.timing.boot_ms},
               {"exec_ms", r.timing.exec_ms},
               {"total_ms", r.timing.total_ms}}}};
+  if (r.network) j["network"] = {{"allowed", r.network->allowed}, {"denied", r.network->denied}};
   if (include_output) {
     j["stdout"] = r.stdout_data;
     j["stderr"] = r.stderr_data;
@@ -120,6 +121,9 @@ RunResult run_result_from_json(const json& j) {
   r.stdout_truncated = j.value("stdout_truncated", false);
   r.stderr_truncated = j.value("stderr_truncated", false);
   r.source = j.value("source", "");
+  if (j.contains("network") && j["network"].is_object()) {
+    r.network = NetworkCounts{j["network"].value("allowed", uint64_t{0}), j["network"].value("denied", uint64_t{0})};
+  }
   if (j.contains("timing") && j["timing"].is_object()) {
     const json& t = j["timing"];
     r.timing.acquire_ms = t.value("acquire_ms", 0.0);

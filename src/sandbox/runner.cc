@@ -90,7 +90,11 @@ asio::awaitable<RunResult> run_once(const RunRequest& request, const RunOptions&
   settings.max_concurrent_vms = 1;
   auto manager = VmManager::create(co_await asio::this_coro::executor, settings);
   co_await manager->start();
+  if (!options.network.ports.empty()) {
+    throw Error(ErrorKind::invalid_input, "published ports (-p) are for sessions and machines, not one-shot runs");
+  }
   auto vm = co_await manager->create_vm(request.language);
+  co_await vm->enable_network(options.network);
   RunResult result = co_await vm->execute(request, stream, options.collect_output);
   manager->stop();
   result.timing.total_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();

@@ -10,6 +10,7 @@
 
 #include <boost/asio/awaitable.hpp>
 
+#include "net/policy.h"
 #include "vm/accel.h"
 #include "vm/agent_client.h"
 
@@ -48,6 +49,12 @@ struct RunTiming {
   double total_ms = 0;
 };
 
+// A networked VM's decisions so far (net::Gateway's counts).
+struct NetworkCounts {
+  uint64_t allowed = 0;
+  uint64_t denied = 0;
+};
+
 // What the sandboxed program did (data, not an error).
 struct RunResult {
   std::string stdout_data;
@@ -59,6 +66,7 @@ struct RunResult {
   bool stderr_truncated = false;
   RunTiming timing;
   std::string source;  // "warm" (from the pool), "template" (restored), "cold" (booted)
+  std::optional<NetworkCounts> network;  // set when the VM has a network
 };
 
 // Callbacks that pass output on to `stream` and, with `collect`, append it to `result`
@@ -77,6 +85,8 @@ struct RunOptions {
   bool collect_output = true;
   // Start from a template snapshot of the image (built on first use); false: cold boot.
   bool use_template = true;
+  // The guest's network (off unless the policy enables it); published ports are refused here.
+  net::NetPolicy network;
 };
 
 // Boots, runs and destroys one sandbox. Failures of vial (no image, boot failure) throw Error;

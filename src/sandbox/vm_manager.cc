@@ -130,6 +130,7 @@ asio::awaitable<RunResult> Vm::execute(const RunRequest& request, const ExecCall
                                             ErrorKind::timeout);
   result.timing.exec_ms = ms_since(start);
   take_exit(result, exit);
+  if (gateway_) result.network = NetworkCounts{gateway_->allowed(), gateway_->denied()};
   co_return result;
 }
 
@@ -269,8 +270,31 @@ asio::awaitable<std::shared_ptr<Vm>> VmManager::create_vm(std::string language, 
   co_return shared;
 }
 
+Vm::~Vm() {
+  if (gateway_) gateway_->close();
+}
+
+asio::awaitable<void> Vm::enable_network(const net::NetPolicy& policy,
+                                         std::vector<asio::ip::tcp::acceptor>* listeners) {
+  if (!policy.enabled) co_return;
+  if (gateway_) throw Error(ErrorKind::conflict, "the VM's network is already set up");
+  auto client = vm_.agent;
+  std::vector<asio::ip::tcp::acceptor> bound;
+  if (listeners) bound = std::move(*listeners);
+  gateway_ = net::Gateway::create(client->socket_executor(), policy, net::GatewayIdentity{name_, {}}, std::move(bound));
+  std::weak_ptr<AgentClient> weak = client;
+  gateway_->start([weak](agent::FrameType type, uint32_t id, std::string_view payload) {
+    if (auto a = weak.lock()) a->send_frame(type, id, payload);
+  });
+  client->set_net_hook([gw = gateway_](const agent::Frame& f) { gw->handle(f); });
+  const agent::NetUpBody body;
+  const std::string what = "setting up the guest's network";
+  co_await guarded(client->net_up(body), *vm_.process, std::chrono::seconds(10), what, ErrorKind::boot_failed);
+}
+
 void VmManager::destroy_vm(const std::shared_ptr<Vm>& vm) {
   if (!vm || handed_out_.erase(vm) == 0) return;
+  if (vm->gateway_) vm->gateway_->close();
   vm->vm_.shut_down();
   --live_;
   wake_all();

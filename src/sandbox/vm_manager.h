@@ -17,6 +17,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "net/gateway.h"
 #include "sandbox/runner.h"
 #include "vm/guest_boot.h"
 
@@ -63,6 +64,17 @@ class Vm final {
   // them with AgentConnectionLost.
   std::shared_ptr<AgentClient> agent() const { return vm_.agent; }
 
+  ~Vm();
+  // Gives the guest the network `policy` allows (issue 13): the gateway on this side, the
+  // interception in the guest. `listeners` are the policy's published ports, bound by
+  // net::bind_published_ports (taken from the vector before the first suspension). Once per
+  // VM; throws Error when the guest can't set it up. References, not values: GCC 12 mishandles
+  // by-value coroutine parameters made from temporaries (see DESIGN.md).
+  asio::awaitable<void> enable_network(const net::NetPolicy& policy,
+                                       std::vector<asio::ip::tcp::acceptor>* listeners = nullptr);
+  // Null while the VM has no network.
+  const net::Gateway* gateway() const { return gateway_.get(); }
+
   // Runs request.code or request.argv (request.language must be this VM's). A timeout kills
   // only the program; the VM stays usable. Python code executes one at a time per VM (its
   // session's interpreter): a concurrent one fails with Error(conflict). What the program did is data; vial's failures throw.
@@ -83,6 +95,7 @@ class Vm final {
   std::string task_;
   VmSource source_;
   RunningVm vm_;
+  std::shared_ptr<net::Gateway> gateway_;
   double startup_ms_;    // boot or restore, measured when the VM was made
   double acquire_ms_ = 0;  // create_vm's own time (pool hit, or admission + startup)
 };

@@ -216,6 +216,15 @@ asio::awaitable<void> Api::run(Exchange& ex) {
     files = files_from_json(body["files"]);
     body.erase("files");
   }
+  net::NetPolicy network;
+  if (body.contains("network")) {
+    network = net::policy_from_json(body["network"]);
+    body.erase("network");
+    if (!network.ports.empty()) {
+      throw Error(ErrorKind::invalid_input, "field 'network.ports': published ports are for sessions and machines, "
+                                            "not one-shot runs");
+    }
+  }
   RunRequest request = run_request_from_json(body, manager_->settings().memory_mib);
   if (request.memory_mib != manager_->settings().memory_mib) {
     throw Error(ErrorKind::invalid_input, "field 'memory_mib': this server runs sandboxes with " +
@@ -224,6 +233,7 @@ asio::awaitable<void> Api::run(Exchange& ex) {
   }
   InFlight counted(runs_in_flight_);
   VmLease vm(manager_, co_await manager_->create_vm(request.language, tenant_of(ex), "run"));
+  co_await (*vm).enable_network(network);
   for (const auto& f : files) co_await write_file(*(*vm).agent(), f.path, f.data, f.mode, false);
   co_await execute(ex, *vm, request, started);
 }
@@ -237,13 +247,14 @@ nlohmann::json Api::session_json(const Session& s) const {
           {"created_at", iso8601(s.created_at)},
           {"execs", s.execs},
           {"busy", s.busy},
-          {"alive", s.vm->alive()}};
+          {"alive", s.vm->alive()},
+          {"network", net::to_json(s.network)}};
 }
 
 asio::awaitable<void> Api::create_session(Exchange& ex) {
   refuse_while_draining();
   json body = ex.json_body();
-  check_known_fields(body, {"language", "memory_mib", "idle_timeout"});
+  check_known_fields(body, {"language", "memory_mib", "idle_timeout", "network"});
   if (!body.contains("language") || !body["language"].is_string()) {
     throw Error(ErrorKind::invalid_input, "field 'language': required (python, javascript or shell)");
   }
@@ -255,7 +266,8 @@ asio::awaitable<void> Api::create_session(Exchange& ex) {
                                               std::to_string(manager_->settings().memory_mib) +
                                               " MiB (set it with `vial serve --memory`)");
   }
-  auto session = co_await sessions_.create(language, idle_timeout_from(body), tenant_of(ex));
+  net::NetPolicy network = body.contains("network") ? net::policy_from_json(body["network"]) : net::NetPolicy{};
+  auto session = co_await sessions_.create(language, idle_timeout_from(body), tenant_of(ex), network);
   co_await ex.send_json(http::status::created, session_json(*session));
 }
 

@@ -76,16 +76,30 @@ asio::awaitable<void> Api::list_machines(Exchange& ex) {
   co_await ex.send_json(http::status::ok, body);
 }
 
+namespace {
+// The API's network object in the strings a machine's config keeps (as the CLI flags give them).
+net::NetOptions options_of(const net::NetPolicy& p) {
+  net::NetOptions o;
+  o.net = p.enabled;
+  for (const auto& h : p.allow_hosts) o.allow_hosts.push_back(h.text);
+  for (const auto& c : p.allow_cidrs) o.allow_cidrs.push_back(c.str());
+  for (const auto& [name, ip] : p.add_hosts) o.add_hosts.push_back(name + ":" + net::ipv4_str(ip));
+  for (const auto& port : p.ports) o.ports.push_back(port.str());
+  return o;
+}
+}  // namespace
+
 asio::awaitable<void> Api::create_machine(Exchange& ex) {
   refuse_while_draining();
   json body = ex.json_body();
-  check_known_fields(body, {"name", "from", "config_file"});
+  check_known_fields(body, {"name", "from", "config_file", "network"});
   CreateOptions options;
   options.name = string_field(body, "name").value_or("");
   if (options.name.empty()) throw Error(ErrorKind::invalid_input, "field 'name': required");
   // Paths on the server's host: the API is local (a 0600 socket, or TCP with a token).
   if (auto from = string_field(body, "from")) options.pack = *from;
   if (auto config = string_field(body, "config_file")) options.config_file = *config;
+  if (body.contains("network")) options.network = options_of(net::policy_from_json(body["network"]));
   const auto work = [options] {
     MachineStore store;
     store.create(options);

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "net/gateway.h"
+
 namespace vial::server {
 namespace {
 
@@ -45,6 +47,15 @@ std::string Metrics::render(const EngineGauges& g) const {
   out += fmt::format("vial_runs_in_flight {}\n", g.runs_in_flight);
   header(out, "vial_admission_rejections_total", "counter", "VM requests refused for lack of capacity.");
   out += fmt::format("vial_admission_rejections_total {}\n", g.admission_rejections);
+  const auto& n = net::process_counters();
+  header(out, "vial_net_decisions_total", "counter", "Network decisions of this server's VMs, by kind and verdict.");
+  out += fmt::format("vial_net_decisions_total{{kind=\"dns\",verdict=\"allowed\"}} {}\n", n.dns_allowed.load());
+  out += fmt::format("vial_net_decisions_total{{kind=\"dns\",verdict=\"denied\"}} {}\n", n.dns_denied.load());
+  out += fmt::format("vial_net_decisions_total{{kind=\"tcp\",verdict=\"allowed\"}} {}\n", n.tcp_allowed.load());
+  out += fmt::format("vial_net_decisions_total{{kind=\"tcp\",verdict=\"denied\"}} {}\n", n.tcp_denied.load());
+  header(out, "vial_net_bytes_total", "counter", "Bytes relayed for this server's VMs (up: guest to outside).");
+  out += fmt::format("vial_net_bytes_total{{direction=\"up\"}} {}\n", n.bytes_up.load());
+  out += fmt::format("vial_net_bytes_total{{direction=\"down\"}} {}\n", n.bytes_down.load());
   header(out, "vial_errors_total", "counter", "Failed requests by error kind.");
   for (const auto& [kind, n] : errors_) out += fmt::format("vial_errors_total{{kind=\"{}\"}} {}\n", kind, n);
   header(out, "vial_http_requests_total", "counter", "HTTP requests by route and status.");

@@ -32,12 +32,24 @@ std::string iso8601(std::chrono::system_clock::time_point t) {
 
 asio::awaitable<std::shared_ptr<Session>> SessionStore::create(const std::string& language,
                                                                std::chrono::seconds idle_timeout,
-                                                               const std::string& tenant) {
+                                                               const std::string& tenant, const net::NetPolicy& network) {
   auto session = std::make_shared<Session>();
   session->id = random_id();
   session->language = language;
   session->idle_timeout = idle_timeout;
+  session->network = network;
+  auto listeners = net::bind_published_ports(co_await asio::this_coro::executor, session->network.ports);
   session->vm = co_await manager_->create_vm(language, tenant, "s" + session->id.substr(0, 8));
+  std::exception_ptr failed;
+  try {
+    co_await session->vm->enable_network(session->network, &listeners);
+  } catch (...) {
+    failed = std::current_exception();
+  }
+  if (failed) {
+    manager_->destroy_vm(session->vm);
+    std::rethrow_exception(failed);
+  }
   session->created_at = std::chrono::system_clock::now();
   touch(*session);
   sessions_[session->id] = session;

@@ -27,14 +27,16 @@ struct Session {
   std::chrono::system_clock::time_point created_at;
   unsigned execs = 0;
   bool busy = false;  // an exec is running (one at a time: cells of a notebook run in order)
+  net::NetPolicy network;
 };
 
 class SessionStore final {
  public:
   explicit SessionStore(std::shared_ptr<VmManager> manager) : manager_(std::move(manager)) {}
 
+  // `network` off by default; its published ports are bound before the VM is made.
   asio::awaitable<std::shared_ptr<Session>> create(const std::string& language, std::chrono::seconds idle_timeout,
-                                                   const std::string& tenant);
+                                                   const std::string& tenant, const net::NetPolicy& network);
   // Throws Error(not_found) for an unknown (or reaped) id.
   std::shared_ptr<Session> get(const std::string& id) const;
   // Destroys the session's VM. Throws Error(not_found) for an unknown id.

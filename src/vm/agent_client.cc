@@ -53,6 +53,7 @@ void AgentClient::start() {
 }
 
 void AgentClient::close() {
+  net_hook_ = nullptr;
   boost::system::error_code ec;
   socket_.close(ec);
   lost_ = true;
@@ -68,6 +69,10 @@ asio::awaitable<void> AgentClient::read_loop() {
       decoder.feed(std::string_view(buf.data(), n));
       while (auto item = decoder.next()) {
         if (!item->frame) continue;  // a frame we can't decode is the guest's bug; skip it
+        if (agent::is_net_type(item->frame->type)) {
+          if (net_hook_) net_hook_(*item->frame);
+          continue;
+        }
         auto it = pending_.find(item->frame->request_id);
         if (it == pending_.end()) continue;  // a late frame for a request nobody waits for
         auto channel = it->second;
@@ -168,6 +173,12 @@ agent::ReseedBody fresh_reseed() {
 asio::awaitable<void> AgentClient::reseed() {
   Pending req = open_request();
   send(FrameType::reseed, req.id, nlohmann::json(fresh_reseed()).dump());
+  co_await receive(*req.channel);
+}
+
+asio::awaitable<void> AgentClient::net_up(const agent::NetUpBody& body) {
+  Pending req = open_request();
+  send(FrameType::net_up, req.id, nlohmann::json(body).dump());
   co_await receive(*req.channel);
 }
 

@@ -60,9 +60,18 @@ class AgentClient final : public std::enable_shared_from_this<AgentClient> {
   asio::awaitable<agent::ExecResult> exec(const agent::ExecRequest& request, const ExecCallbacks& callbacks,
                                           std::optional<std::string> stdin_data = std::nullopt);
 
+  // Network frames (agent::is_net_type) go to `hook` instead of to requests: the guest starts
+  // streams and DNS queries itself (net/gateway.h). Set it before sending net_up.
+  void set_net_hook(std::function<void(const agent::Frame&)> hook) { net_hook_ = std::move(hook); }
+  // Sends a frame outside any request (the network gateway's frames).
+  void send_frame(agent::FrameType type, uint32_t id, std::string_view payload) { send(type, id, payload); }
+  // Turns the guest's network interception on (answered with ok, or an error naming what failed).
+  asio::awaitable<void> net_up(const agent::NetUpBody& body);
+
   // Closes the socket; pending requests fail with "connection lost".
   void close();
   bool connected() const { return socket_.is_open() && !lost_; }
+  asio::any_io_executor socket_executor() { return socket_.get_executor(); }
 
  private:
   using FrameChannel = asio::experimental::channel<void(boost::system::error_code, agent::Frame)>;
@@ -79,6 +88,7 @@ class AgentClient final : public std::enable_shared_from_this<AgentClient> {
 
   Socket socket_;
   std::map<uint32_t, std::shared_ptr<FrameChannel>> pending_;
+  std::function<void(const agent::Frame&)> net_hook_;
   uint32_t next_id_ = 1;
   std::string outgoing_;
   bool writing_ = false;

@@ -39,7 +39,7 @@ allow_cidrs = []
   EXPECT_EQ(c.env, (std::map<std::string, std::string>{{"A", "2"}, {"B", "x=y"}}));
   EXPECT_EQ(c.workdir, "/srv");
   EXPECT_EQ(c.init, (std::vector<std::string>{"mkdir -p /srv", "echo hi"}));
-  EXPECT_FALSE(c.network_requested());
+  EXPECT_FALSE(net::make_policy(c.network).enabled);
 }
 
 TEST(MachineConfig, EmptyFileGivesDefaults) {
@@ -50,9 +50,14 @@ TEST(MachineConfig, EmptyFileGivesDefaults) {
 }
 
 TEST(MachineConfig, NetworkRequests) {
-  EXPECT_TRUE(parse_machine_config("net = true", "f").network_requested());
-  EXPECT_TRUE(parse_machine_config("[network]\nallow_hosts = [\"pypi.org\"]", "f").network_requested());
-  EXPECT_TRUE(parse_machine_config("[network]\nallow_cidrs = [\"10.0.0.0/8\"]", "f").network_requested());
+  auto enabled = [](const char* toml) { return net::make_policy(parse_machine_config(toml, "f").network).enabled; };
+  EXPECT_TRUE(enabled("net = true"));
+  EXPECT_TRUE(enabled("[network]\nallow_hosts = [\"pypi.org\"]"));
+  EXPECT_TRUE(enabled("[network]\nallow_cidrs = [\"10.0.0.0/8\"]"));
+  EXPECT_TRUE(enabled("ports = [\"8080:80\"]"));
+  MachineConfig c = parse_machine_config("ports = [\"127.0.0.1:8080:80\"]\n[network]\nadd_hosts = [\"pypi.test:127.0.0.2\"]", "f");
+  EXPECT_EQ(c.network.ports, std::vector<std::string>{"127.0.0.1:8080:80"});
+  EXPECT_EQ(c.network.add_hosts, std::vector<std::string>{"pypi.test:127.0.0.2"});
 }
 
 TEST(MachineConfig, ErrorsNameTheKey) {
@@ -70,12 +75,12 @@ TEST(MachineConfig, ErrorsNameTheKey) {
   EXPECT_NE(config_error("cpus = [").find("not valid TOML"), std::string::npos);
 }
 
-TEST(MachineConfig, VolumesAndPortsAreRejectedNotIgnored) {
+TEST(MachineConfig, VolumesAreRejectedNotIgnoredAndBadNetworkValuesNamed) {
   EXPECT_NE(config_error("volumes = [\"/a:/b:ro\"]").find("key 'volumes': volumes are not supported yet"),
             std::string::npos);
-  EXPECT_NE(config_error("ports = [\"8080:80\"]").find("key 'ports': ports are not supported yet"), std::string::npos);
   EXPECT_NE(config_error("volumes = [\"nocolon\"]").find("HOST:GUEST[:ro]"), std::string::npos);
-  EXPECT_NE(config_error("ports = [\"1:2:3\"]").find("HOST:GUEST"), std::string::npos);
+  EXPECT_NE(config_error("ports = [\"0:80\"]").find("0:80"), std::string::npos);
+  EXPECT_NE(config_error("[network]\nallow_cidrs = [\"10.0.0/8\"]").find("10.0.0/8"), std::string::npos);
   EXPECT_NO_THROW(parse_machine_config("volumes = []\nports = []", "f"));
 }
 
@@ -85,7 +90,7 @@ TEST(MachineConfig, JsonRoundTrip) {
   EXPECT_EQ(back.cpus, 3u);
   EXPECT_EQ(back.env.at("K"), "V");
   EXPECT_EQ(back.init, c.init);
-  EXPECT_TRUE(back.net);
+  EXPECT_TRUE(back.network.net);
 }
 
 TEST(MachineName, AcceptsTheSmolvmAlphabet) {

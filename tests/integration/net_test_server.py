@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Local servers for the network tests (issue 13), on loopback addresses only.
+
+Usage: net_test_server.py ADDRESS [ADDRESS...]
+
+On each ADDRESS (127.0.0.0/8 only) it serves, on ports the kernel picks:
+  - HTTP: GET /hello -> "hello from ADDRESS", GET /big?mib=N -> N MiB of bytes,
+    GET /simple/... -> a PEP 503 package index holding one wheel, vialdemo 1.0;
+    every request's Host header is echoed in the X-Seen-Host response header;
+  - HTTPS on another port (a self-signed certificate made with openssl at start):
+    GET /hello -> "tls hello";
+  - UDP: every datagram received is reported on stdout as "udp ADDRESS:PORT".
+Prints one JSON line {"ADDRESS": {"http": P, "https": P, "udp": P}, ...} then "ready",
+and serves until stdin closes (the test ends) or 600 s pass.
+"""
+import base64
+import hashlib
+import http.server
+import io
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import zipfile
+
+WHEEL_NAME = "vialdemo-1.0-py3-none-any.whl"
+
+
+def make_wheel():
+    files = {
+        "vialdemo/__init__.py": b"GREETING = 'installed from the local index'\n",
+        "vialdemo-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: vialdemo\nVersion: 1.0\n",
+        "vialdemo-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: vial-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = ""
+    for name, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record += f"{name},sha256={digest},{len(data)}\n"
+    record += "vialdemo-1.0.dist-info/RECORD,,\n"
+    files["vialdemo-1.0.dist-info/RECORD"] = record.encode()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+WHEEL = make_wheel()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, body, ctype="text/plain"):
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Seen-Host", self.headers.get("Host", ""))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        if path == "/hello":
+            what = "tls hello" if isinstance(self.connection, ssl.SSLSocket) else "hello from " + self.server.server_address[0]
+            self.reply(what.encode())
+        elif path == "/big":
+            mib = int(self.path.split("mib=")[1]) if "mib=" in self.path else 1
+            self.send_response(200)
+            self.send_header("Content-Length", str(mib << 20))
+            self.end_headers()
+            chunk = b"v" * (1 << 20)
+            try:
+                for _ in range(mib):
+                    self.wfile.write(chunk)
+            except OSError:
+                pass
+        elif path in ("/simple/", "/simple"):
+            self.reply(b'<html><body><a href="/simple/vialdemo/">vialdemo</a></body></html>', "text/html")
+        elif path == "/simple/vialdemo/":
+            sha = hashlib.sha256(WHEEL).hexdigest()
+            self.reply(f'<html><body><a href="/files/{WHEEL_NAME}#sha256={sha}">{WHEEL_NAME}</a></body></html>'.encode(),
+                       "text/html")
+        elif path == f"/files/{WHEEL_NAME}":
+            self.reply(WHEEL, "application/octet-stream")
+        else:
+            self.send_error(404)
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+
+def serve_udp(sock):
+    while True:
+        try:
+            _, peer = sock.recvfrom(2048)
+        except OSError:
+            return
+        print(f"udp {peer[0]}:{peer[1]}", flush=True)
+
+
+def main():
+    addresses = sys.argv[1:]
+    for a in addresses:
+        if not a.startswith("127."):
+            sys.exit(f"refusing to listen on {a}: loopback only")
+    tmp = tempfile.mkdtemp(prefix="vial-net-test-")
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=good.test",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    ports = {}
+    for a in addresses:
+        http_srv = Server((a, 0), Handler)
+        https_srv = Server((a, 0), Handler)
+        https_srv.socket = ctx.wrap_socket(https_srv.socket, server_side=True)
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind((a, 0))
+        for target, arg in ((http_srv.serve_forever, ()), (https_srv.serve_forever, ()), (serve_udp, (udp,))):
+            threading.Thread(target=target, args=arg, daemon=True).start()
+        ports[a] = {"http": http_srv.server_address[1], "https": https_srv.server_address[1],
+                    "udp": udp.getsockname()[1]}
+    print(json.dumps(ports), flush=True)
+    print("ready", flush=True)
+    timer = threading.Timer(600, lambda: os._exit(0))
+    timer.daemon = True
+    timer.start()
+    sys.stdin.read()
+    for f in (cert, key):
+        os.unlink(f)
+    os.rmdir(tmp)
+
+
+if __name__ == "__main__":
+    main()
