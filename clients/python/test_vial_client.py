@@ -4,7 +4,10 @@ Run them with tests/clients/run_client_tests.sh VIAL_BINARY python (CTest: Clien
 starts the server and sets VIAL_TEST_SOCKET, VIAL_TEST_URL and VIAL_TEST_TOKEN.
 """
 
+import http.server
 import os
+import socket
+import threading
 import time
 import unittest
 from unittest import mock
@@ -126,6 +129,100 @@ class RunTest(unittest.TestCase):
         with self.assertRaises(NotFound) as e:
             self.vial.session("no-such-session")
         self.assertEqual((e.exception.status, e.exception.code), (404, "not_found"))
+
+
+# The network tests talk only to servers they start themselves on 127.0.0.2 (loopback): a guest
+# reaches one through a name vial answers itself (add_hosts) and an allow_cidrs rule for exactly
+# that address. Nothing here resolves or reaches any other address.
+GOOD_HOST = "good.test"
+GOOD_IP = "127.0.0.2"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.server.seen.append((self.path, self.headers.get("Host")))
+        body = self.server.body
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def start_http_server(body: bytes):
+    """An HTTP server on 127.0.0.2 (a free port) in a thread; call .shutdown() when done."""
+    server = http.server.ThreadingHTTPServer((GOOD_IP, 0), _Handler)
+    server.body = body
+    server.seen = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@needs_server
+class NetworkTest(unittest.TestCase):
+    def setUp(self):
+        self.vial = VialClient(socket_path=SOCKET)
+        self.body = b"hello from the host " + os.urandom(6).hex().encode()
+        self.http = start_http_server(self.body)
+        self.addCleanup(self.http.server_close)
+        self.addCleanup(self.http.shutdown)
+        self.port = self.http.server_address[1]
+        self.network = {"allow_hosts": [GOOD_HOST], "add_hosts": {GOOD_HOST: GOOD_IP},
+                        "allow_cidrs": [GOOD_IP + "/32"]}
+        self.fetch = ("import urllib.request\n"
+                      f"print(urllib.request.urlopen('http://{GOOD_HOST}:{self.port}/x', timeout=20).read().decode(), end='')\n")
+
+    def test_run_fetches_from_an_allowed_host(self):
+        r = self.vial.run("python", code=self.fetch, network=self.network)
+        self.assertEqual(r["exit_code"], 0, r)
+        self.assertEqual(r["stdout"], self.body.decode(), r)
+        self.assertGreaterEqual(r["network"]["allowed"], 1, r)
+        self.assertEqual(self.http.seen, [("/x", f"{GOOD_HOST}:{self.port}")])
+
+    def test_run_stream_with_network(self):
+        events = list(self.vial.run_stream("python", code=self.fetch, network=self.network))
+        self.assertEqual(events[-1]["type"], "result", events)
+        self.assertEqual("".join(e["data"] for e in events if e["type"] == "stdout"), self.body.decode(), events)
+        self.assertGreaterEqual(events[-1]["network"]["allowed"], 1, events[-1])
+
+    def test_without_network_nothing_is_reached(self):
+        r = self.vial.run("python", code=self.fetch)
+        self.assertNotEqual(r["exit_code"], 0, r)
+        self.assertNotIn("network", r)
+        self.assertEqual(self.http.seen, [])
+
+    def test_invalid_network_names_the_field(self):
+        with self.assertRaises(InvalidInput) as e:
+            self.vial.run("python", code="print(1)", network={"allow_cidrs": ["10.0.0.1/8"]})
+        self.assertEqual((e.exception.status, e.exception.code), (400, "invalid_input"))
+        self.assertIn("network.allow_cidrs[0]", e.exception.message)
+        with self.assertRaises(InvalidInput) as e:  # a one-shot run can't publish ports
+            self.vial.run("python", code="print(1)", network={"ports": ["127.0.0.2:8080:80"]})
+        self.assertIn("network.ports", e.exception.message)
+
+    def test_session_port_in_use_is_409(self):
+        # The host port is taken (by a listener of ours on 127.0.0.2): refused before any VM starts.
+        with socket.socket() as taken:
+            taken.bind((GOOD_IP, 0))
+            taken.listen(1)
+            port = taken.getsockname()[1]
+            with self.assertRaises(Conflict) as e:
+                self.vial.create_session("python", network={"ports": [f"{GOOD_IP}:{port}:8000"]})
+        self.assertEqual((e.exception.status, e.exception.code), (409, "conflict"))
+        self.assertIn(str(port), e.exception.message)
+
+    def test_session_with_network(self):
+        network = dict(self.network, add_hosts=[f"{GOOD_HOST}:{GOOD_IP}"])
+        with self.vial.create_session("python", network=network) as s:
+            self.assertEqual(s.info["network"], {"enabled": True, "allow_hosts": [GOOD_HOST],
+                                                 "allow_cidrs": [GOOD_IP + "/32"],
+                                                 "add_hosts": {GOOD_HOST: GOOD_IP}, "ports": []})
+            r = s.exec(code=self.fetch)
+            self.assertEqual(r["stdout"], self.body.decode(), r)
+            self.assertGreaterEqual(r["network"]["allowed"], 1, r)
 
 
 @needs_server

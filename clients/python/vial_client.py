@@ -12,6 +12,10 @@
 
     remote = VialClient(base_url="http://127.0.0.1:8080", token="...")   # TCP + bearer token
 
+Sandboxes have no network unless asked: `network` (run, run_stream, create_session) is the API's
+network object as a dict, e.g. {"allow_hosts": ["pypi.test"], "add_hosts": {"pypi.test":
+"127.0.0.2"}, "allow_cidrs": ["127.0.0.2/32"]} (docs/api.md, "Network").
+
 Every request opens its own connection (cheap on a unix socket, and a stream that is closed
 early must hang up: the server then cancels the run, or deletes the session of an exec).
 Errors raise VialError or one of its subclasses.
@@ -76,7 +80,7 @@ class NotFound(VialError):
 
 
 class Conflict(VialError):
-    """409: the session is already running code."""
+    """409: the session is already running code; a published host port is in use."""
 
 
 class TooLarge(VialError):
@@ -169,6 +173,11 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 
 Files = Union[Mapping[str, Union[str, bytes]], Sequence[Mapping[str, Any]]]
+
+# The API's `network` object: {"enabled": bool, "allow_hosts": [...], "allow_cidrs": [...],
+# "add_hosts": {name: ip} or ["name:ip"], "ports": ["[HOST_IP:]HOST_PORT:GUEST_PORT" or
+# {host_ip, host_port, guest_port}]}, every key optional (docs/api.md, "Network").
+Network = Mapping[str, Any]
 
 
 def _files_json(files: Files) -> List[Dict[str, Any]]:
@@ -325,40 +334,58 @@ class VialClient:
     def run(self, language: str, code: Optional[str] = None, argv: Optional[Sequence[str]] = None,
             env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
             stdin: Optional[str] = None, timeout: Optional[int] = None,
-            files: Optional[Files] = None, memory_mib: Optional[int] = None) -> Dict[str, Any]:
+            files: Optional[Files] = None, memory_mib: Optional[int] = None,
+            network: Optional[Network] = None) -> Dict[str, Any]:
         """Runs code (or argv) once in a fresh sandbox. Returns the result: stdout, stderr,
-        exit_code, signal, timed_out, truncated, accel, source, timing. A failing program is a
-        result (exit_code != 0, or 124 and timed_out), not an error."""
-        body = self._run_body(language, code, argv, env, cwd, stdin, timeout, files, memory_mib)
+        exit_code, signal, timed_out, truncated, accel, source, timing, and network
+        ({allowed, denied} decision counts) when the sandbox had a network. A failing program is
+        a result (exit_code != 0, or 124 and timed_out), not an error.
+
+        `network`: the sandbox's network policy, sent as the `network` field: a dict with any of
+        enabled (bool), allow_hosts (names, "*.example.test" for names below), allow_cidrs
+        ("127.0.0.2/32"), add_hosts ({"name": "ip"} or ["name:ip"]). No `ports`: a one-shot run
+        can't publish them. None (the default): no network. A bad policy raises InvalidInput
+        whose message names the field ("network.allow_cidrs[0] ...")."""
+        body = self._run_body(language, code, argv, env, cwd, stdin, timeout, files, memory_mib, network)
         return self._json("POST", "/v1/run", body, wait=_request_wait(body))
 
     def run_stream(self, language: str, code: Optional[str] = None, argv: Optional[Sequence[str]] = None,
                    env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
                    stdin: Optional[str] = None, timeout: Optional[int] = None,
-                   files: Optional[Files] = None, memory_mib: Optional[int] = None) -> Iterator[Dict[str, Any]]:
-        """Like run(), yielding events as the program writes: {"type": "stdout"|"stderr",
-        "data": ...} in order, then {"type": "result", ...} (the result without its output).
-        Closing the generator early hangs up, which cancels the run."""
-        body = self._run_body(language, code, argv, env, cwd, stdin, timeout, files, memory_mib)
+                   files: Optional[Files] = None, memory_mib: Optional[int] = None,
+                   network: Optional[Network] = None) -> Iterator[Dict[str, Any]]:
+        """Like run() (same arguments, `network` too), yielding events as the program writes:
+        {"type": "stdout"|"stderr", "data": ...} in order, then {"type": "result", ...} (the
+        result without its output). Closing the generator early hangs up, which cancels the run."""
+        body = self._run_body(language, code, argv, env, cwd, stdin, timeout, files, memory_mib, network)
         return self._stream("/v1/run", body)
 
     @staticmethod
-    def _run_body(language, code, argv, env, cwd, stdin, timeout, files, memory_mib) -> Dict[str, Any]:
+    def _run_body(language, code, argv, env, cwd, stdin, timeout, files, memory_mib, network) -> Dict[str, Any]:
         body = _exec_body(language, code, argv, env, cwd, stdin, timeout)
         if files is not None:
             body["files"] = _files_json(files)
         if memory_mib is not None:
             body["memory_mib"] = memory_mib
+        if network is not None:
+            body["network"] = dict(network)
         return body
 
     def create_session(self, language: str = "python", idle_timeout: Optional[int] = None,
-                       memory_mib: Optional[int] = None) -> "Session":
-        """Starts a sandbox kept across calls (Python keeps variables between execs)."""
+                       memory_mib: Optional[int] = None, network: Optional[Network] = None) -> "Session":
+        """Starts a sandbox kept across calls (Python keeps variables between execs).
+
+        `network`: as for run(), plus `ports`: ["8080:80", "127.0.0.1:8443:443"] or
+        [{"host_ip": ..., "host_port": ..., "guest_port": ...}] publishes guest TCP ports on the
+        host (HOST_IP defaults to 127.0.0.1). A host port already in use raises Conflict. The
+        session's `info["network"]` is the policy as the server normalized it."""
         body: Dict[str, Any] = {"language": language}
         if idle_timeout is not None:
             body["idle_timeout"] = idle_timeout
         if memory_mib is not None:
             body["memory_mib"] = memory_mib
+        if network is not None:
+            body["network"] = dict(network)
         return Session(self, self._json("POST", "/v1/sessions", body, wait=self.timeout + _SLACK_S))
 
     def session(self, session_id: str) -> "Session":
@@ -415,7 +442,8 @@ class Session:
         return "/v1/sessions/" + _quote(self.id)
 
     def refresh(self) -> Dict[str, Any]:
-        """The server's view: {id, language, vm, source, idle_timeout, created_at, execs, busy, alive}."""
+        """The server's view: {id, language, vm, source, idle_timeout, created_at, execs, busy,
+        alive, network}."""
         self.info = self.client._json("GET", self._path)
         return self.info
 

@@ -32,11 +32,67 @@ export interface UploadFile {
   mode?: number;
 }
 
+/** A port published on the host: the server listens on host_ip:host_port and relays to the guest. */
+export interface PortMapping {
+  /** IPv4 address to listen on (default 127.0.0.1). */
+  host_ip?: string;
+  host_port: number;
+  guest_port: number;
+}
+
+/**
+ * A sandbox's network policy (docs/api.md, "Network"); every field optional. Without one a
+ * sandbox has no network. A bad value rejects with InvalidInput naming the field
+ * (`network.allow_cidrs[0] ...`).
+ */
+export interface NetworkPolicy {
+  /** A network; without allow_hosts every public address. Implied by allow_hosts, allow_cidrs and ports. */
+  enabled?: boolean;
+  /** Names the guest may resolve and reach: 'pypi.test', '*.pythonhosted.test' (names below it). */
+  allow_hosts?: string[];
+  /** Addresses reachable whatever the name ('127.0.0.2/32'); the only way into blocked ranges (loopback, private, ...). */
+  allow_cidrs?: string[];
+  /** Fixed DNS answers: {name: ip} or ['name:ip']. An allowlist must still allow the name. */
+  add_hosts?: Record<string, string> | string[];
+  /**
+   * Sessions only (a run rejects them with InvalidInput): '[HOST_IP:]HOST_PORT:GUEST_PORT'
+   * ('8080:80') or objects. A host port in use rejects with Conflict.
+   */
+  ports?: (string | PortMapping)[];
+}
+
+/** A policy as the server reports it (a session's `network`): every field, normalized. */
+export interface NormalizedNetworkPolicy {
+  enabled: boolean;
+  allow_hosts: string[];
+  allow_cidrs: string[];
+  add_hosts: Record<string, string>;
+  /** 'HOST_IP:HOST_PORT:GUEST_PORT' */
+  ports: string[];
+}
+
 export interface RunOptions extends ExecOptions {
   /** {path: text or bytes} or explicit entries; written into the sandbox home first. */
   files?: Record<string, string | Uint8Array> | UploadFile[];
   /** Must equal the server's --memory. */
   memoryMib?: number;
+  /** The sandbox's network (none by default); `ports` are refused for a one-shot run. */
+  network?: NetworkPolicy;
+}
+
+export interface SessionOptions {
+  /** Seconds idle before the server deletes the session (default 600). */
+  idleTimeout?: number;
+  /** Must equal the server's --memory. */
+  memoryMib?: number;
+  /** The session's network (none by default), `ports` included. */
+  network?: NetworkPolicy;
+}
+
+/** A VM's network decisions (DNS lookups and TCP connections) so far. */
+export interface NetworkCounts {
+  allowed: number;
+  denied: number;
 }
 
 export interface Timing {
@@ -58,6 +114,8 @@ export interface RunResult {
   accel: string;
   source: 'warm' | 'template' | 'cold';
   timing: Timing;
+  /** Only when the sandbox has a network (in a session: since it was created). */
+  network?: NetworkCounts;
 }
 
 export type OutputEvent = { type: 'stdout' | 'stderr'; data: string };
@@ -75,6 +133,7 @@ export interface SessionInfo {
   execs: number;
   busy: boolean;
   alive: boolean;
+  network: NormalizedNetworkPolicy;
 }
 
 export interface FileEntry {
@@ -108,7 +167,7 @@ export class Unauthorized extends VialError {}
 export class Forbidden extends VialError {}
 /** 404 */
 export class NotFound extends VialError {}
-/** 409: the session is running code already */
+/** 409: the session is running code already; a published host port is in use */
 export class Conflict extends VialError {}
 /** 413 */
 export class TooLarge extends VialError {}
@@ -131,9 +190,9 @@ export class VialClient {
   run(language: Language, options?: RunOptions): Promise<RunResult>;
   /** Stopping the iteration early hangs up, which cancels the run. */
   runStream(language: Language, options?: RunOptions): AsyncGenerator<StreamEvent, void, undefined>;
-  createSession(language?: Language, options?: { idleTimeout?: number; memoryMib?: number }): Promise<Session>;
+  createSession(language?: Language, options?: SessionOptions): Promise<Session>;
   /** Creates a session, passes it to `fn`, deletes it afterwards. */
-  withSession<T>(language: Language, options: { idleTimeout?: number; memoryMib?: number } | undefined,
+  withSession<T>(language: Language, options: SessionOptions | undefined,
                  fn: (session: Session) => Promise<T>): Promise<T>;
   /** An existing session (NotFound if none). */
   session(id: string): Promise<Session>;

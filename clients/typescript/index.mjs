@@ -217,7 +217,11 @@ export class VialClient {
     }
   }
 
-  /** Runs code or argv once in a fresh sandbox; a failing program is a result, not an error. */
+  /**
+   * Runs code or argv once in a fresh sandbox; a failing program is a result, not an error.
+   * `options.network` (the API's network object, no `ports`) gives the sandbox a network; the
+   * result then has `network: {allowed, denied}`.
+   */
   run(language, options = {}) {
     const body = runBody(language, options);
     return this.json('POST', '/v1/run', body, { waitS: requestWaitS(body) });
@@ -228,10 +232,15 @@ export class VialClient {
     return this.stream('/v1/run', runBody(language, options));
   }
 
-  async createSession(language = 'python', { idleTimeout, memoryMib } = {}) {
+  /**
+   * Starts a sandbox kept across calls. `network` is the API's network object (as for run(),
+   * plus `ports` to publish guest TCP ports on the host; a host port in use rejects with Conflict).
+   */
+  async createSession(language = 'python', { idleTimeout, memoryMib, network } = {}) {
     const body = { language };
     if (idleTimeout !== undefined) body.idle_timeout = idleTimeout;
     if (memoryMib !== undefined) body.memory_mib = memoryMib;
+    if (network != null) body.network = network;
     return new Session(this, await this.json('POST', '/v1/sessions', body, { waitS: this.timeout + SLACK_S }));
   }
 
@@ -267,6 +276,7 @@ function runBody(language, options) {
   const body = execBody(options, { language });
   if (options.files !== undefined) body.files = filesJson(options.files);
   if (options.memoryMib !== undefined) body.memory_mib = options.memoryMib;
+  if (options.network != null) body.network = options.network;
   return body;
 }
 

@@ -5,6 +5,7 @@
 
 #include "bench/engine_bench.h"
 #include "bench/machine_bench.h"
+#include "bench/net_bench.h"
 #include "bench/overlay_bench.h"
 #include "bench/run_bench.h"
 #include "bench/server_bench.h"
@@ -44,6 +45,21 @@ void add_bench_command(CLI::App& app) {
     print_bench(opts->language, [opts](const Accel& accel) {
       opts->accel = accel;
       return bench::bench_run(*opts);
+    });
+  });
+
+  auto netb = std::make_shared<bench::NetBenchOptions>();
+  CLI::App* n = bench->add_subcommand(
+      "net", "The network path (python image): cases connect, dns, restore_plain, restore_net; values "
+             "download_mib_s, host_download_mib_s, restore_net_ratio");
+  n->add_option("-n,--count", netb->count, "Samples per latency case")->capture_default_str();
+  n->add_option("--mib", netb->download_mib, "Size of the download, MiB")->capture_default_str();
+  n->add_flag("--json", *json, "Print JSON (the only format; accepted for symmetry)");
+  n->footer("Talks only to a server it starts on 127.0.0.2. Example: vial bench net --count 20 --json");
+  n->callback([netb] {
+    print_bench("python", [netb](const Accel& accel) {
+      netb->accel = accel;
+      return bench::bench_net(*netb);
     });
   });
 

@@ -140,6 +140,7 @@ bool kernel_cmdline_has(const std::string& word) {
   static Sessions sessions(&cgroups);
   cfg.sessions = &sessions;
   static Server server(cfg);
+  server.prepare_network();
   auto finish_boot = [] {
     cgroups.init();  // false: exec containment falls back to process groups
     // The host turns warm interpreters off (vial.warm=0) for a VM that runs one program and

@@ -34,20 +34,33 @@ Net::~Net() {
   if (dns_ >= 0) close(dns_);
 }
 
-std::string Net::up(const agent::NetUpBody& body, bool write_resolv_conf) {
-  if (listener_ >= 0) return {};
-  in_addr dns_addr{};
-  if (inet_pton(AF_INET, body.dns.c_str(), &dns_addr) != 1) return "bad DNS address '" + body.dns + "'";
-
+void Net::prepare() {
   int l = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  // A parked guest's lo is still down, so 127.0.0.1 does not exist yet.
+  int one = 1;
+  if (l >= 0) setsockopt(l, IPPROTO_IP, IP_FREEBIND, &one, sizeof one);
   if (l < 0 || bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(l, 256) != 0) {
-    std::string e = std::string("listening socket: ") + strerror(errno);
+    prepare_error_ = std::string("listening socket: ") + strerror(errno);
     if (l >= 0) close(l);
-    return e;
+    return;
   }
+  if (std::string e = attach_steering(map_); !e.empty()) {
+    prepare_error_ = e;
+    close(l);
+    return;
+  }
+  listener_ = l;
+  prepare_error_.clear();
+}
+
+std::string Net::up(const agent::NetUpBody& body, bool write_resolv_conf) {
+  if (up_) return {};
+  if (!prepare_error_.empty()) return prepare_error_;
+  in_addr dns_addr{};
+  if (inet_pton(AF_INET, body.dns.c_str(), &dns_addr) != 1) return "bad DNS address '" + body.dns + "'";
   int d = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_UDP);
   sockaddr_in da{};
   da.sin_family = AF_INET;
@@ -55,20 +68,23 @@ std::string Net::up(const agent::NetUpBody& body, bool write_resolv_conf) {
   da.sin_port = htons(53);
   if (d < 0 || bind(d, reinterpret_cast<sockaddr*>(&da), sizeof da) != 0) {
     std::string e = "DNS socket on " + body.dns + ":53: " + strerror(errno);
-    close(l);
     if (d >= 0) close(d);
     return e;
   }
-  if (std::string e = steer_tcp_to(l); !e.empty()) {
-    close(l);
+  if (std::string e = steer_tcp_to(map_, listener_); !e.empty()) {
     close(d);
     return e;
   }
-  listener_ = l;
   dns_ = d;
-  // Images leave resolv.conf empty (glibc then asks 127.0.0.1); a pack may name another
-  // resolver, which the guest can't reach: point it at ours.
-  if (write_resolv_conf) write_file("/etc/resolv.conf", "nameserver " + body.dns + "\n", true, 0644);
+  up_ = true;
+  // Images leave resolv.conf empty (glibc then asks 127.0.0.1, ours); a pack may name another
+  // resolver, which the guest can't reach: point it at ours. Written only when needed (a
+  // write to the root disk costs a clone ~20 ms under TCG).
+  std::string current;
+  const std::string ours = "nameserver " + body.dns + "\n";
+  const bool glibc_default = body.dns == "127.0.0.1" && read_file("/etc/resolv.conf", current) &&
+                             current.find_first_not_of(" \t\n") == std::string::npos;
+  if (write_resolv_conf && !glibc_default && current != ours) write_file("/etc/resolv.conf", ours, true, 0644);
   return {};
 }
 
@@ -280,7 +296,7 @@ void Net::handle(const agent::Frame& f) {
 
 void Net::append_pollfds(std::vector<pollfd>& pfds, bool backpressure) {
   polled_.clear();
-  if (listener_ < 0) return;
+  if (!up_) return;
   if (!backpressure) {
     pfds.push_back({listener_, POLLIN, 0});
     polled_.push_back({Kind::listener, 0});

@@ -30,6 +30,9 @@ class Net final {
   Net(const Net&) = delete;
   Net& operator=(const Net&) = delete;
 
+  // At boot (PID 1 only): the listener and the BPF program, attached but steering nothing, so
+  // that templates and boot snapshots carry them. A failure is kept and reported by up().
+  void prepare();
   // net_up: starts intercepting. "" on success, else what failed. Idempotent.
   std::string up(const agent::NetUpBody& body, bool write_resolv_conf);
   // A net_* or dns frame from the host.
@@ -70,8 +73,11 @@ class Net final {
   void maybe_finish(uint32_t id, Stream& s);
 
   Send send_;
+  std::string prepare_error_ = "not prepared";
+  int map_ = -1;
   int listener_ = -1;
   int dns_ = -1;
+  bool up_ = false;
   std::map<uint32_t, Stream> streams_;
   std::map<uint32_t, Query> queries_;
   uint32_t next_id_ = 1;

@@ -154,7 +154,9 @@ std::vector<bpf_insn> steering_program(int map_fd) {
   return p;
 }
 
-std::string attach_steering(int listener) {
+}  // namespace
+
+std::string attach_steering(int& map_fd) {
   bpf_attr attr{};
   attr.map_type = BPF_MAP_TYPE_SOCKMAP;
   attr.key_size = 4;
@@ -162,15 +164,6 @@ std::string attach_steering(int listener) {
   attr.max_entries = 1;
   int map = static_cast<int>(bpf(BPF_MAP_CREATE, attr));
   if (map < 0) return errno_text("bpf map create");
-
-  uint32_t key = 0;
-  uint64_t value = static_cast<uint64_t>(listener);
-  attr = {};
-  attr.map_fd = static_cast<uint32_t>(map);
-  attr.key = reinterpret_cast<uint64_t>(&key);
-  attr.value = reinterpret_cast<uint64_t>(&value);
-  attr.flags = BPF_ANY;
-  if (bpf(BPF_MAP_UPDATE_ELEM, attr) != 0) return errno_text("bpf sockmap update");
 
   auto program = steering_program(map);
   static char license[] = "GPL";
@@ -197,18 +190,25 @@ std::string attach_steering(int listener) {
   int err = errno;
   close(netns);
   if (link < 0) return errno_text("bpf link to the network namespace", err);
-  // The map, program and link fds stay open: closing the link would detach the program.
+  // The program and link fds stay open: closing the link would detach the program.
+  map_fd = map;
   return {};
 }
 
-}  // namespace
-
-std::string steer_tcp_to(int listener) {
+std::string steer_tcp_to(int map_fd, int listener) {
   unsigned lo = if_nametoindex("lo");
   if (lo == 0) return errno_text("no loopback interface");
   if (auto e = add_address(lo); !e.empty()) return "address " + std::string(kGuestAddress) + ": " + e;
   if (auto e = add_anyip_route(lo); !e.empty()) return "route: " + e;
-  return attach_steering(listener);
+  uint32_t key = 0;
+  uint64_t value = static_cast<uint64_t>(listener);
+  bpf_attr attr{};
+  attr.map_fd = static_cast<uint32_t>(map_fd);
+  attr.key = reinterpret_cast<uint64_t>(&key);
+  attr.value = reinterpret_cast<uint64_t>(&value);
+  attr.flags = BPF_ANY;
+  if (bpf(BPF_MAP_UPDATE_ELEM, attr) != 0) return errno_text("bpf sockmap update");
+  return {};
 }
 
 }  // namespace vial::guest

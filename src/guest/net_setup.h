@@ -17,8 +17,15 @@ namespace vial::guest {
 
 inline constexpr const char* kGuestAddress = "10.0.2.15";
 
-// Adds the address and the route, then steers TCP to `listener` (a listening TCP socket).
-// Returns "" or what failed. The BPF link stays attached for the life of the agent.
-std::string steer_tcp_to(int listener);
+// At boot, so that templates and boot snapshots carry it: loads the program and attaches it
+// to the network namespace with an empty socket map, which steers nothing. (Attaching flips
+// a kernel static key, i.e. patches kernel text: under TCG that costs a clone ~50 ms, paid
+// once per template instead.) Sets `map_fd`; returns "" or what failed. The program and link
+// stay attached for the life of the agent.
+std::string attach_steering(int& map_fd);
+
+// At net_up: adds the address and the route, then puts `listener` (a listening TCP socket) in
+// the map, which starts the steering. Returns "" or what failed.
+std::string steer_tcp_to(int map_fd, int listener);
 
 }  // namespace vial::guest

@@ -32,6 +32,8 @@ class Server final {
   // Parks the guest (see HelloBody::parked): until the host's first successful reseed, only
   // hello, ping and reseed are served; that reseed runs `finish_boot` before its `ok`.
   void park(std::function<void()> finish_boot) { finish_boot_ = std::move(finish_boot); }
+  // PID 1 at boot: sets up what the network needs ahead of net_up (see Net::prepare).
+  void prepare_network() { net_.prepare(); }
 
  private:
   enum class Mode { connection, port };

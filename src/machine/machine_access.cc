@@ -20,6 +20,7 @@ nlohmann::json status_json(const MachineStatus& s) {
           {"created_at", r.created_at},
           {"started_at", or_null(!r.started_at.empty(), r.started_at)},
           {"image", r.image},
+          {"network", net::to_json(net::make_policy(r.config.network))},
           {"error", or_null(!s.reason.empty(), s.reason)}};
 }
 

@@ -161,6 +161,7 @@ bool Gateway::handle(const agent::Frame& f) {
       if (s->inbound && !s->opened) {
         s->opened = true;
         pump_read(s);
+        pump_write(s);
       }
       break;
     case FrameType::net_data:
@@ -374,6 +375,7 @@ void Gateway::on_open(uint32_t id, const std::string& payload) {
     s->opened = true;
     self->send(FrameType::net_opened, s->id, {});
     self->pump_read(s);
+    self->pump_write(s);
   });
 }
 
@@ -469,7 +471,7 @@ void Gateway::pump_read(const StreamPtr& s) {
 void Gateway::pump_write(const StreamPtr& s) {
   if (s->ended || s->writing) return;
   if (s->queue.empty()) {
-    if (s->guest_eof && !s->sniffing && !s->shut) {
+    if (s->guest_eof && !s->sniffing && !s->shut && s->opened) {
       boost::system::error_code ec;
       s->sock.shutdown(tcp::socket::shutdown_send, ec);
       s->shut = true;

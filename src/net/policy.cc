@@ -171,7 +171,9 @@ std::vector<Named> json_ports(const nlohmann::json& j) {
       if (!ip->is_string()) bad_field(field + ".host_ip", "must be an IPv4 address string, got " + ip->dump());
       text = ip->get<std::string>() + ":";
     }
-    text += json_port_number(item, field, "host_port") + ":" + json_port_number(item, field, "guest_port");
+    // Two statements: the order of the checks (and so which error is reported) is defined.
+    text += json_port_number(item, field, "host_port") + ":";
+    text += json_port_number(item, field, "guest_port");
     out.push_back({text, field});
   }
   return out;

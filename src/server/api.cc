@@ -221,7 +221,7 @@ asio::awaitable<void> Api::run(Exchange& ex) {
     network = net::policy_from_json(body["network"]);
     body.erase("network");
     if (!network.ports.empty()) {
-      throw Error(ErrorKind::invalid_input, "field 'network.ports': published ports are for sessions and machines, "
+      throw Error(ErrorKind::invalid_input, "network.ports: published ports are for sessions and machines, "
                                             "not one-shot runs");
     }
   }

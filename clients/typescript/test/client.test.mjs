@@ -3,6 +3,8 @@
 // the server and sets VIAL_TEST_SOCKET, VIAL_TEST_URL and VIAL_TEST_TOKEN.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 
 import {
@@ -120,6 +122,104 @@ describe('runs', server, () => {
 
   it('answers 404 for an unknown session', async () => {
     await rejectsWith(vial.session('no-such-session'), NotFound, 404);
+  });
+});
+
+// The network tests talk only to servers they start themselves on 127.0.0.2 (loopback): a guest
+// reaches one through a name vial answers itself (add_hosts) and an allow_cidrs rule for exactly
+// that address. Nothing here resolves or reaches any other address.
+const GOOD_HOST = 'good.test';
+const GOOD_IP = '127.0.0.2';
+
+// Resolves once `server` listens on 127.0.0.2 (a free port).
+function listenOnGoodIp(server) {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, GOOD_IP, () => resolve(server.address().port));
+  });
+}
+
+describe('network', server, () => {
+  const vial = new VialClient({ socketPath: SOCKET });
+  const body = `hello from the host ${randomBytes(6).toString('hex')}`;
+  const seen = [];
+  const site = http.createServer((req, res) => {
+    seen.push([req.url, req.headers.host]);
+    res.writeHead(200, { 'Content-Type': 'text/plain' }).end(body);
+  });
+  const network = { allow_hosts: [GOOD_HOST], add_hosts: { [GOOD_HOST]: GOOD_IP }, allow_cidrs: [`${GOOD_IP}/32`] };
+  let port;
+  let fetch;
+  before(async () => {
+    port = await listenOnGoodIp(site);
+    fetch = 'import urllib.request\n'
+      + `print(urllib.request.urlopen('http://${GOOD_HOST}:${port}/x', timeout=20).read().decode(), end='')\n`;
+  });
+  after(() => new Promise((resolve) => site.close(resolve)));
+
+  it('fetches from an allowed host the test serves on 127.0.0.2', async () => {
+    seen.length = 0;
+    const r = await vial.run('python', { code: fetch, network });
+    assert.equal(r.exit_code, 0, JSON.stringify(r));
+    assert.equal(r.stdout, body, JSON.stringify(r));
+    assert.ok(r.network.allowed >= 1, JSON.stringify(r.network));
+    assert.deepEqual(seen, [['/x', `${GOOD_HOST}:${port}`]]);
+  });
+
+  it('streams a run with a network', async () => {
+    const events = await collect(vial.runStream('python', { code: fetch, network }));
+    const last = events.pop();
+    assert.equal(last.type, 'result', JSON.stringify(last));
+    assert.equal(events.filter((e) => e.type === 'stdout').map((e) => e.data).join(''), body);
+    assert.ok(last.network.allowed >= 1, JSON.stringify(last.network));
+  });
+
+  it('reaches nothing without a network', async () => {
+    seen.length = 0;
+    const r = await vial.run('python', { code: fetch });
+    assert.notEqual(r.exit_code, 0, JSON.stringify(r));
+    assert.equal(r.network, undefined);
+    assert.deepEqual(seen, []);
+  });
+
+  it('rejects an invalid network with 400 naming the field', async () => {
+    await assert.rejects(vial.run('python', { code: 'print(1)', network: { allow_cidrs: ['10.0.0.1/8'] } }), (e) => {
+      assert.ok(e instanceof InvalidInput, String(e));
+      assert.equal(e.status, 400);
+      assert.match(e.detail, /network\.allow_cidrs\[0\]/);
+      return true;
+    });
+    // A one-shot run can't publish ports.
+    await assert.rejects(vial.run('python', { code: 'print(1)', network: { ports: [`${GOOD_IP}:8080:80`] } }),
+      (e) => e instanceof InvalidInput && /network\.ports/.test(e.detail));
+  });
+
+  it('answers 409 when the host port of a session is in use', async () => {
+    const taken = net.createServer();
+    const takenPort = await listenOnGoodIp(taken);
+    try {
+      await assert.rejects(vial.createSession('python', {
+        network: { ports: [{ host_ip: GOOD_IP, host_port: takenPort, guest_port: 8000 }] },
+      }), (e) => {
+        assert.ok(e instanceof Conflict, String(e));
+        assert.equal(e.status, 409);
+        assert.ok(e.detail.includes(String(takenPort)), e.detail);
+        return true;
+      });
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
+  });
+
+  it('gives a session a network and reports it normalized', async () => {
+    await vial.withSession('python', { network: { ...network, add_hosts: [`${GOOD_HOST}:${GOOD_IP}`] } }, async (s) => {
+      assert.deepEqual(s.info.network, {
+        enabled: true, allow_hosts: [GOOD_HOST], allow_cidrs: [`${GOOD_IP}/32`], add_hosts: { [GOOD_HOST]: GOOD_IP }, ports: [],
+      });
+      const r = await s.exec({ code: fetch });
+      assert.equal(r.stdout, body, JSON.stringify(r));
+      assert.ok(r.network.allowed >= 1, JSON.stringify(r.network));
+    });
   });
 });
 
