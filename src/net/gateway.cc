@@ -182,9 +182,15 @@ bool Gateway::handle(const agent::Frame& f) {
       if (s->sniffing) sniff_and_decide(s, true);
       if (!s->ended) pump_write(s);
       break;
-    case FrameType::net_close:
-      end(s, "closed by the guest", false);
+    case FrameType::net_close: {
+      // The guest's reason (a published port's connect that failed in the guest) is logged.
+      std::string reason = "closed by the guest";
+      auto j = nlohmann::json::parse(f.payload, nullptr, false);
+      if (j.is_object() && j.contains("reason") && j["reason"].is_string())
+        reason += ": " + j["reason"].get<std::string>().substr(0, 200);
+      end(s, reason, false);
       break;
+    }
     default:
       break;
   }
