@@ -202,11 +202,7 @@ bool Gateway::handle(const agent::Frame& f) {
 void Gateway::log_dns(const std::string& name, const std::vector<uint32_t>& addresses, bool allowed,
                       const std::string& rule) {
   count(allowed, true);
-  EgressEvent e;
-  e.time_ms = unix_ms();
-  e.vm = who_.vm;
-  e.machine = who_.machine;
-  e.proto = "dns";
+  EgressEvent e = event("dns");
   e.name = name;
   for (uint32_t a : addresses) e.address += (e.address.empty() ? "" : ",") + ipv4_str(a);
   e.port = 53;
@@ -294,12 +290,17 @@ void Gateway::answer_dns(uint32_t id, const std::string& packet, const std::stri
 
 // ---- TCP ----
 
-void Gateway::log_stream(const Stream& s) {
+EgressEvent Gateway::event(const char* proto) const {
   EgressEvent e;
   e.time_ms = unix_ms();
   e.vm = who_.vm;
   e.machine = who_.machine;
-  e.proto = s.inbound ? "tcp-in" : "tcp";
+  e.proto = proto;
+  return e;
+}
+
+void Gateway::log_stream(const Stream& s) {
+  EgressEvent e = event(s.inbound ? "tcp-in" : "tcp");
   e.name = s.name;
   e.address = ipv4_str(s.ip);
   e.port = s.port;
@@ -341,11 +342,7 @@ void Gateway::on_open(uint32_t id, const std::string& payload) {
   auto names = engine_.names_for(*ip);
   if (!v.allowed) {
     count(false, false);
-    EgressEvent e;
-    e.time_ms = unix_ms();
-    e.vm = who_.vm;
-    e.machine = who_.machine;
-    e.proto = "tcp";
+    EgressEvent e = event("tcp");
     e.name = names.empty() ? "" : *names.begin();
     e.address = body.ip;
     e.port = body.port;

@@ -21,6 +21,7 @@
 #include <boost/asio/ip/tcp.hpp>
 
 #include "agent/protocol.h"
+#include "net/egress_log.h"
 #include "net/policy.h"
 
 namespace vial::net {
@@ -92,6 +93,8 @@ class Gateway final : public std::enable_shared_from_this<Gateway> {
   void end(const StreamPtr& s, const std::string& reason, bool tell_guest);
   void log_dns(const std::string& name, const std::vector<uint32_t>& addresses, bool allowed, const std::string& rule);
   void log_stream(const Stream& s);
+  // An event of this VM, stamped now.
+  EgressEvent event(const char* proto) const;
   void count(bool allowed, bool dns);
 
   asio::any_io_executor ex_;
