@@ -204,7 +204,7 @@ void add_exec_shell(CLI::App& machine) {
   cmd->footer("stdout and stderr pass through unchanged; a failure of vial itself exits 125, a timeout 124.\n"
               "Example: vial machine exec --name agent-1 -e MODE=fast -w /srv --timeout 2m -- make test");
   cmd->add_option("--name", a->name.flag, "The machine's name")->required();
-  cmd->add_option("-e,--env", a->env, "Environment variable KEY=VALUE (repeatable)");
+  cmd->add_option("-e,--env", a->env, "Environment variable KEY=VALUE (repeatable)")->allow_extra_args(false);
   cmd->add_option("-w,--workdir", a->workdir, "Working directory in the guest");
   cmd->add_option("--timeout", a->timeout, "Kill the command after DURATION: 30, 30s, 2m, 1h (default: none)");
   cmd->add_flag("-i,--interactive", a->interactive, "Send vial's stdin to the command");

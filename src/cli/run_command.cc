@@ -150,7 +150,7 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("-m,--memory", args->memory_mib, "Guest memory in MiB (at least 64)")
       ->capture_default_str()
       ->each([args](const std::string&) { args->memory_given = true; });
-  cmd->add_option("-e,--env", args->env, "Environment variable KEY=VALUE (repeatable)");
+  cmd->add_option("-e,--env", args->env, "Environment variable KEY=VALUE (repeatable)")->allow_extra_args(false);
   cmd->add_option("-w,--workdir", args->cwd, "Working directory in the guest");
   cmd->add_flag("-i,--stdin", args->forward_stdin, "Send vial's stdin to the program");
   cmd->add_flag("--json", args->json, "Print one JSON object with output, exit code and timing");

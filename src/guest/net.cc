@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "guest/init.h"
 #include "guest/net_setup.h"
 #include "guest/util.h"
 
@@ -49,6 +50,7 @@ void Net::prepare() {
   }
   if (std::string e = attach_steering(map_); !e.empty()) {
     prepare_error_ = e;
+    boot_mark(("network unavailable: " + e).c_str());  // `dmesg | grep vial-init` says why
     close(l);
     return;
   }
