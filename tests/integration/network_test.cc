@@ -1179,12 +1179,7 @@ TEST_F(NetworkTest, BadFlagsExitTwoNameTheFlagAndCreateNothing) {
 }
 
 // Network flags take one value each, like every repeatable flag: `--allow-host NAME FILE` must
-// run FILE, not allow a host named FILE.
-// VIAL BUG (found while writing these tests; this test fails until it is fixed): `vial run`'s
-// network options take several values per flag (`--allow-host TEXT ...` in --help), so
-// `vial run -l python --allow-host good.test prog.py` takes prog.py as a second --allow-host
-// value and fails with "code is empty: pass code (-c CODE or a file with code in it)" (exit 2).
-// (`vial machine create --allow-host good.test NAME` gets its NAME right.)
+// run FILE, not allow a host named FILE (it once did: "code is empty", exit 2).
 TEST_F(NetworkTest, NetworkFlagsDoNotSwallowTheCodeFile) {
   VIAL_REQUIRE_IMAGE("python");
   const fs::path file = home() / "prog.py";
