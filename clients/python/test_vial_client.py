@@ -38,6 +38,29 @@ EXPECTED_INTERLEAVING = [("stdout", "out0\n"), ("stderr", "err0\n"), ("stdout", 
 SLEEPER = "import time\nprint('started', flush=True)\ntime.sleep(600)"
 
 
+# Byte-exactness (issue 14): stdout gets every byte value, a reversed BOM, a lone continuation
+# byte, then text with a euro sign split across two writes (two chunks, most likely); stderr the
+# byte values reversed.
+BINARY = """
+import sys, time
+o, e = sys.stdout.buffer, sys.stderr.buffer
+o.write(bytes(range(256)) + b"\\xff\\xfe\\x80"); o.flush()
+e.write(bytes(range(255, -1, -1))); e.flush()
+time.sleep(0.2)
+o.write(b" split \\xe2\\x82"); o.flush()
+time.sleep(0.2)
+o.write(b"\\xac euro\\n"); o.flush()
+"""
+BINARY_STDOUT = bytes(range(256)) + b"\xff\xfe\x80 split \xe2\x82\xac euro\n"
+BINARY_STDERR = bytes(range(255, -1, -1))
+ECHO = "import sys; sys.stdout.buffer.write(sys.stdin.buffer.read())"
+BINARY_STDIN = bytes(range(256)) + b"\xff\xfe\x80\xe2\x82"
+
+
+def streamed_bytes(events, kind):
+    return b"".join(e["data_bytes"] for e in events if e["type"] == kind)
+
+
 def wait_until(condition, seconds=20.0):
     deadline = time.monotonic() + seconds
     while not condition():
@@ -278,6 +301,71 @@ class SessionTest(unittest.TestCase):
 
     def test_listed(self):
         self.assertIn(self.session.id, [s["id"] for s in self.vial.sessions()])
+
+
+class BytesDecodingTest(unittest.TestCase):
+    def test_text_and_base64_forms(self):
+        r = vial_client._result({"stdout": "h\u00e9\n", "stderr_base64": "//4K", "exit_code": 0})
+        self.assertEqual(r["stdout"], "h\u00e9\n")
+        self.assertEqual(r["stdout_bytes"], b"h\xc3\xa9\n")
+        self.assertEqual(r["stderr_bytes"], b"\xff\xfe\n")
+        self.assertEqual(r["stderr"], "\ufffd\ufffd\n")
+        self.assertNotIn("stderr_base64", r)
+        self.assertEqual(vial_client._result({"exit_code": 0}), {"exit_code": 0})  # streamed result
+
+    def test_stdin_bytes_go_base64(self):
+        self.assertEqual(vial_client._exec_body(None, "1", None, None, None, b"\xff", None),
+                         {"code": "1", "stdin_base64": "/w=="})
+        self.assertEqual(vial_client._exec_body(None, "1", None, None, None, "t", None), {"code": "1", "stdin": "t"})
+
+
+@needs_server
+class BytesTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.vial = VialClient(socket_path=SOCKET)
+        cls.session = cls.vial.create_session("python")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.session.__exit__(None, None, None)
+
+    def check_result(self, r):
+        self.assertEqual(r["stdout_bytes"], BINARY_STDOUT, r)
+        self.assertEqual(r["stderr_bytes"], BINARY_STDERR, r)
+        self.assertEqual(r["stdout"], BINARY_STDOUT.decode("utf-8", "replace"))
+
+    def check_stream(self, events):
+        self.assertEqual(events[-1]["type"], "result", events)
+        self.assertEqual(streamed_bytes(events, "stdout"), BINARY_STDOUT, events)
+        self.assertEqual(streamed_bytes(events, "stderr"), BINARY_STDERR, events)
+
+    def test_run(self):
+        self.check_result(self.vial.run("python", code=BINARY))
+        r = self.vial.run("python", code="print('text')")
+        self.assertEqual((r["stdout"], r["stdout_bytes"]), ("text\n", b"text\n"))
+
+    def test_run_stream(self):
+        self.check_stream(list(self.vial.run_stream("python", code=BINARY)))
+
+    def test_run_stdin(self):
+        self.assertEqual(self.vial.run("python", code=ECHO, stdin=BINARY_STDIN)["stdout_bytes"], BINARY_STDIN)
+        events = list(self.vial.run_stream("python", code=ECHO, stdin=bytearray(BINARY_STDIN)))
+        self.assertEqual(streamed_bytes(events, "stdout"), BINARY_STDIN)
+
+    def test_run_over_tcp(self):
+        if not URL:
+            self.skipTest("no TCP endpoint")
+        self.check_result(VialClient(base_url=URL, token=TOKEN).run("python", code=BINARY))
+
+    def test_session(self):
+        self.check_result(self.session.exec(code=BINARY))
+        self.check_stream(list(self.session.exec_stream(code=BINARY)))
+        self.assertEqual(self.session.exec(code=ECHO, stdin=BINARY_STDIN)["stdout_bytes"], BINARY_STDIN)
+        self.session.put_file("bytes.bin", BINARY_STDIN)
+        self.assertEqual(self.session.get_file("bytes.bin"), BINARY_STDIN)
+        r = self.session.exec(code="import sys; sys.stdout.buffer.write(open('bytes.bin', 'rb').read())")
+        self.assertEqual(r["stdout_bytes"], BINARY_STDIN)
 
 
 @needs_server

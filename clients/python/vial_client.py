@@ -16,6 +16,10 @@ Sandboxes have no network unless asked: `network` (run, run_stream, create_sessi
 network object as a dict, e.g. {"allow_hosts": ["pypi.test"], "add_hosts": {"pypi.test":
 "127.0.0.2"}, "allow_cidrs": ["127.0.0.2/32"]} (docs/api.md, "Network").
 
+Output is bytes: results have "stdout"/"stderr" as str (for reading; bytes that are not UTF-8
+show as U+FFFD) and "stdout_bytes"/"stderr_bytes" exact; stream events have "data" and
+"data_bytes". `stdin` takes str or bytes.
+
 Every request opens its own connection (cheap on a unix socket, and a stream that is closed
 early must hang up: the server then cancels the run, or deletes the session of an exec).
 Errors raise VialError or one of its subclasses.
@@ -193,8 +197,11 @@ def _files_json(files: Files) -> List[Dict[str, Any]]:
     return out
 
 
+Stdin = Union[str, bytes, bytearray, memoryview]
+
+
 def _exec_body(language: Optional[str], code: Optional[str], argv: Optional[Sequence[str]],
-               env: Optional[Mapping[str, str]], cwd: Optional[str], stdin: Optional[str],
+               env: Optional[Mapping[str, str]], cwd: Optional[str], stdin: Optional[Stdin],
                timeout: Optional[int]) -> Dict[str, Any]:
     body: Dict[str, Any] = {}
     if language is not None:
@@ -207,11 +214,33 @@ def _exec_body(language: Optional[str], code: Optional[str], argv: Optional[Sequ
         body["env"] = dict(env)
     if cwd is not None:
         body["cwd"] = cwd
-    if stdin is not None:
+    if isinstance(stdin, str):
         body["stdin"] = stdin
+    elif stdin is not None:
+        body["stdin_base64"] = base64.b64encode(bytes(stdin)).decode("ascii")
     if timeout is not None:
         body["timeout"] = timeout
     return body
+
+
+def _take_bytes(obj: Dict[str, Any], name: str) -> Dict[str, Any]:
+    """The wire carries bytes as text `name` when they are UTF-8, else as `name`_base64
+    (docs/api.md, "Bytes in JSON"). Leaves `name` (str; invalid UTF-8 as U+FFFD) and
+    `name`_bytes (bytes, exact) in `obj`."""
+    encoded = obj.pop(name + "_base64", None)
+    if encoded is not None:
+        raw = base64.b64decode(encoded)
+        obj[name] = raw.decode("utf-8", "replace")
+    elif isinstance(obj.get(name), str):
+        raw = obj[name].encode("utf-8")
+    else:
+        return obj
+    obj[name + "_bytes"] = raw
+    return obj
+
+
+def _result(result: Dict[str, Any]) -> Dict[str, Any]:
+    return _take_bytes(_take_bytes(result, "stdout"), "stderr")
 
 
 def _request_wait(body: Mapping[str, Any]) -> float:
@@ -322,7 +351,7 @@ class VialClient:
                 if event.get("type") == "error":
                     error = event.get("error", {})
                     raise _make_error(_CODES.get(error.get("code"), (500,))[0], error)
-                yield event
+                yield _take_bytes(event, "data")
         finally:
             # Hang up (the response owns the socket once the connection handed it over): if the
             # stream did not end, the server cancels the run.
@@ -333,13 +362,14 @@ class VialClient:
 
     def run(self, language: str, code: Optional[str] = None, argv: Optional[Sequence[str]] = None,
             env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
-            stdin: Optional[str] = None, timeout: Optional[int] = None,
+            stdin: Optional[Stdin] = None, timeout: Optional[int] = None,
             files: Optional[Files] = None, memory_mib: Optional[int] = None,
             network: Optional[Network] = None) -> Dict[str, Any]:
-        """Runs code (or argv) once in a fresh sandbox. Returns the result: stdout, stderr,
+        """Runs code (or argv) once in a fresh sandbox. Returns the result: stdout, stderr (str,
+        bytes that are not UTF-8 as U+FFFD), stdout_bytes, stderr_bytes (bytes, exact),
         exit_code, signal, timed_out, truncated, accel, source, timing, and network
         ({allowed, denied} decision counts) when the sandbox had a network. A failing program is
-        a result (exit_code != 0, or 124 and timed_out), not an error.
+        a result (exit_code != 0, or 124 and timed_out), not an error. `stdin`: str or bytes.
 
         `network`: the sandbox's network policy, sent as the `network` field: a dict with any of
         enabled (bool), allow_hosts (names, "*.example.test" for names below), allow_cidrs
@@ -347,16 +377,18 @@ class VialClient:
         can't publish them. None (the default): no network. A bad policy raises InvalidInput
         whose message names the field ("network.allow_cidrs[0] ...")."""
         body = self._run_body(language, code, argv, env, cwd, stdin, timeout, files, memory_mib, network)
-        return self._json("POST", "/v1/run", body, wait=_request_wait(body))
+        return _result(self._json("POST", "/v1/run", body, wait=_request_wait(body)))
 
     def run_stream(self, language: str, code: Optional[str] = None, argv: Optional[Sequence[str]] = None,
                    env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
-                   stdin: Optional[str] = None, timeout: Optional[int] = None,
+                   stdin: Optional[Stdin] = None, timeout: Optional[int] = None,
                    files: Optional[Files] = None, memory_mib: Optional[int] = None,
                    network: Optional[Network] = None) -> Iterator[Dict[str, Any]]:
         """Like run() (same arguments, `network` too), yielding events as the program writes:
-        {"type": "stdout"|"stderr", "data": ...} in order, then {"type": "result", ...} (the
-        result without its output). Closing the generator early hangs up, which cancels the run."""
+        {"type": "stdout"|"stderr", "data": str, "data_bytes": bytes} in order, then
+        {"type": "result", ...} (the result without its output). A chunk is what the program's
+        pipe gave, so it may end inside a UTF-8 character: join data_bytes for exact output.
+        Closing the generator early hangs up, which cancels the run."""
         body = self._run_body(language, code, argv, env, cwd, stdin, timeout, files, memory_mib, network)
         return self._stream("/v1/run", body)
 
@@ -449,14 +481,14 @@ class Session:
 
     def exec(self, code: Optional[str] = None, argv: Optional[Sequence[str]] = None,
              env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
-             stdin: Optional[str] = None, timeout: Optional[int] = None) -> Dict[str, Any]:
+             stdin: Optional[Stdin] = None, timeout: Optional[int] = None) -> Dict[str, Any]:
         """Runs code in the session; same result as VialClient.run. Conflict while another runs."""
         body = _exec_body(None, code, argv, env, cwd, stdin, timeout)
-        return self.client._json("POST", self._path + "/exec", body, wait=_request_wait(body))
+        return _result(self.client._json("POST", self._path + "/exec", body, wait=_request_wait(body)))
 
     def exec_stream(self, code: Optional[str] = None, argv: Optional[Sequence[str]] = None,
                     env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
-                    stdin: Optional[str] = None, timeout: Optional[int] = None) -> Iterator[Dict[str, Any]]:
+                    stdin: Optional[Stdin] = None, timeout: Optional[int] = None) -> Iterator[Dict[str, Any]]:
         """Like VialClient.run_stream. IMPORTANT: closing the generator before the result event
         hangs up, and the server then deletes the session."""
         return self.client._stream(self._path + "/exec", _exec_body(None, code, argv, env, cwd, stdin, timeout))

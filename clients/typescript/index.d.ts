@@ -20,7 +20,8 @@ export interface ExecOptions {
   argv?: string[];
   env?: Record<string, string>;
   cwd?: string;
-  stdin?: string;
+  /** Text, or bytes (sent as stdin_base64). */
+  stdin?: string | Uint8Array;
   /** The program's timeout in seconds (1-3600, default 30). */
   timeout?: number;
 }
@@ -103,8 +104,12 @@ export interface Timing {
 }
 
 export interface RunResult {
+  /** The output as text; bytes that are not UTF-8 show as U+FFFD. */
   stdout: string;
   stderr: string;
+  /** The output byte-exact (the client decodes the wire's stdout_base64 / stderr_base64). */
+  stdout_bytes: Buffer;
+  stderr_bytes: Buffer;
   exit_code: number;
   signal: number | null;
   timed_out: boolean;
@@ -118,8 +123,12 @@ export interface RunResult {
   network?: NetworkCounts;
 }
 
-export type OutputEvent = { type: 'stdout' | 'stderr'; data: string };
-export type ResultEvent = { type: 'result' } & Omit<RunResult, 'stdout' | 'stderr'>;
+/**
+ * A chunk of output as the program's pipe gave it: `data` as text (invalid UTF-8, a character
+ * split across chunks included, as U+FFFD), `data_bytes` exact; join data_bytes for the output.
+ */
+export type OutputEvent = { type: 'stdout' | 'stderr'; data: string; data_bytes: Buffer };
+export type ResultEvent = { type: 'result' } & Omit<RunResult, 'stdout' | 'stderr' | 'stdout_bytes' | 'stderr_bytes'>;
 /** Output events in the order the program wrote them, then one result event. */
 export type StreamEvent = OutputEvent | ResultEvent;
 

@@ -88,14 +88,37 @@ function filesJson(files) {
     : { path: p, content_base64: Buffer.from(data).toString('base64') }));
 }
 
-// The JSON body of a run or exec: only the fields given.
+// The JSON body of a run or exec: only the fields given. Bytes for stdin go base64.
 function execBody(options, extra = {}) {
   const body = { ...extra };
-  for (const key of ['code', 'argv', 'env', 'cwd', 'stdin', 'timeout']) {
+  for (const key of ['code', 'argv', 'env', 'cwd', 'timeout']) {
     if (options[key] !== undefined) body[key] = options[key];
   }
+  if (typeof options.stdin === 'string') body.stdin = options.stdin;
+  else if (options.stdin != null) body.stdin_base64 = Buffer.from(options.stdin).toString('base64');
   return body;
 }
+
+// The wire carries bytes as text `name` when they are UTF-8, else as `name`_base64 (docs/api.md,
+// "Bytes in JSON"). Leaves `name` (a string; invalid UTF-8 as U+FFFD) and `name`_bytes (a
+// Buffer, exact) in `obj`.
+function takeBytes(obj, name) {
+  const encoded = obj[`${name}_base64`];
+  let raw;
+  if (encoded !== undefined) {
+    raw = Buffer.from(encoded, 'base64');
+    delete obj[`${name}_base64`];
+    obj[name] = raw.toString('utf8');
+  } else if (typeof obj[name] === 'string') {
+    raw = Buffer.from(obj[name], 'utf8');
+  } else {
+    return obj;
+  }
+  obj[`${name}_bytes`] = raw;
+  return obj;
+}
+
+const runResult = (result) => takeBytes(takeBytes(result, 'stdout'), 'stderr');
 
 const requestWaitS = (body) => (body.timeout ?? DEFAULT_PROGRAM_TIMEOUT_S) + SLACK_S;
 
@@ -209,7 +232,7 @@ export class VialClient {
           if (event.type === 'error') {
             throw makeError(BY_CODE[event.error?.code]?.[0] ?? 500, event.error);
           }
-          yield event;
+          yield takeBytes(event, 'data');
         }
       }
     } finally {
@@ -222,12 +245,15 @@ export class VialClient {
    * `options.network` (the API's network object, no `ports`) gives the sandbox a network; the
    * result then has `network: {allowed, denied}`.
    */
-  run(language, options = {}) {
+  async run(language, options = {}) {
     const body = runBody(language, options);
-    return this.json('POST', '/v1/run', body, { waitS: requestWaitS(body) });
+    return runResult(await this.json('POST', '/v1/run', body, { waitS: requestWaitS(body) }));
   }
 
-  /** Like run(), yielding {type: 'stdout'|'stderr', data} in order, then {type: 'result', ...}. */
+  /**
+   * Like run(), yielding {type: 'stdout'|'stderr', data, data_bytes} in order, then
+   * {type: 'result', ...}. A chunk may end inside a UTF-8 character: join data_bytes for exact output.
+   */
   runStream(language, options = {}) {
     return this.stream('/v1/run', runBody(language, options));
   }
@@ -303,9 +329,9 @@ export class Session {
     return this.info;
   }
 
-  exec(options = {}) {
+  async exec(options = {}) {
     const body = execBody(options);
-    return this.client.json('POST', `${this.#path}/exec`, body, { waitS: requestWaitS(body) });
+    return runResult(await this.client.json('POST', `${this.#path}/exec`, body, { waitS: requestWaitS(body) }));
   }
 
   /** IMPORTANT: stopping before the result event hangs up, and the server deletes the session. */

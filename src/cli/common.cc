@@ -109,8 +109,8 @@ RunResult stream_run(server::DaemonClient& client, const std::string& target, co
   std::optional<RunResult> result;
   client.stream(target, body, [&](const nlohmann::json& event) {
     const std::string type = event.value("type", "");
-    if (type == "stdout") write_all(STDOUT_FILENO, event.value("data", ""));
-    if (type == "stderr") write_all(STDERR_FILENO, event.value("data", ""));
+    if (type == "stdout") write_all(STDOUT_FILENO, get_bytes(event, "data").value_or(""));
+    if (type == "stderr") write_all(STDERR_FILENO, get_bytes(event, "data").value_or(""));
     if (type == "result") result = run_result_from_json(event);
     if (type == "error") {
       server::throw_api_error(event.value("/error/code"_json_pointer, ""), event.value("/error/message"_json_pointer, ""));

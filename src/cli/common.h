@@ -32,8 +32,8 @@ Accel choose_accel(const std::string& language, bool quiet, bool recheck = false
 void write_all(int fd, std::string_view data);
 
 // POSTs a run or a session exec to the daemon asking for NDJSON, copies its output to this
-// process's stdout and stderr as it arrives, and returns the result. An `error` event, or a
-// stream that ends without a result, throws Error.
+// process's stdout and stderr as it arrives (byte-exact: `data` or `data_base64` events), and
+// returns the result. An `error` event, or a stream that ends without a result, throws Error.
 RunResult stream_run(server::DaemonClient& client, const std::string& target, const nlohmann::json& body);
 
 }  // namespace vial::cli

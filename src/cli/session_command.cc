@@ -52,6 +52,7 @@ std::string read_local(const std::string& path) {
 // Runs `body` and turns failures into vial's one-line error and exit code.
 int guarded_command(const SessionArgs& a, const std::function<int(DaemonClient&)>& body) {
   try {
+    net::make_policy(a.net);  // bad network flags are usage errors, daemon or not
     DaemonClient client(require_daemon(a.socket));
     return body(client);
   } catch (const std::exception& e) {
@@ -81,7 +82,7 @@ int exec(const SessionArgs& a, DaemonClient& c) {
     auto [key, value] = machine::split_env(kv, "-e");
     body["env"][key] = value;
   }
-  if (a.forward_stdin) body["stdin"] = std::string(std::istreambuf_iterator<char>(std::cin), {});
+  if (a.forward_stdin) put_bytes(body, "stdin", std::string(std::istreambuf_iterator<char>(std::cin), {}));
   const std::string target = "/v1/sessions/" + url_path_escape(a.id) + "/exec";
   if (a.json) {
     auto r = c.call_json("POST", target, body);
@@ -179,7 +180,7 @@ void add_session_command(CLI::App& app) {
     c.add_option("-c,--code", a->code, "Code to run");
     c.add_option("file", a->file, "File with the code to run (instead of -c)");
     c.add_option("-t,--timeout", a->timeout_s, "Seconds before the program is killed")->capture_default_str();
-    c.add_option("-e,--env", a->env, "Environment variable KEY=VALUE (repeatable)");
+    c.add_option("-e,--env", a->env, "Environment variable KEY=VALUE (repeatable)")->allow_extra_args(false);
     c.add_option("-w,--workdir", a->cwd, "Working directory in the guest");
     c.add_flag("-i,--stdin", a->forward_stdin, "Send vial's stdin to the program");
   });

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "util/base64.h"
 #include "util/error.h"
 
 namespace vial {
@@ -51,9 +52,64 @@ void read_string_map(const json& body, const std::string& field, std::map<std::s
   }
 }
 
+bool is_valid_utf8(std::string_view bytes) {
+  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
+  const auto* end = p + bytes.size();
+  while (p < end) {
+    const unsigned char c = *p;
+    if (c < 0x80) {
+      ++p;
+      continue;
+    }
+    // The lead byte gives the length and the range of the first continuation byte (which is
+    // what excludes overlong forms, surrogates and code points above U+10FFFF).
+    size_t more = 0;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) {
+      more = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      more = 2;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      more = 3;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+    } else {
+      return false;
+    }
+    if (static_cast<size_t>(end - p) <= more || p[1] < lo || p[1] > hi) return false;
+    for (size_t i = 2; i <= more; ++i) {
+      if (p[i] < 0x80 || p[i] > 0xBF) return false;
+    }
+    p += more + 1;
+  }
+  return true;
+}
+
+void put_bytes(json& j, const std::string& name, std::string_view bytes) {
+  if (is_valid_utf8(bytes)) {
+    j[name] = bytes;
+  } else {
+    j[name + "_base64"] = base64_encode(bytes);
+  }
+}
+
+std::optional<std::string> get_bytes(const json& j, const std::string& name) {
+  const std::string encoded = name + "_base64";
+  if (j.contains(name) && j.contains(encoded)) bad_field(name, "give " + name + " or " + encoded + ", not both");
+  if (!j.contains(encoded)) return string_field(j, name);
+  const std::string text = *string_field(j, encoded);
+  try {
+    return base64_decode(text);
+  } catch (const Error& e) {
+    bad_field(encoded, e.what());
+  }
+}
+
 RunRequest run_request_from_json(const json& body, unsigned default_memory_mib) {
   if (!body.is_object()) throw Error(ErrorKind::invalid_input, "the request body must be a JSON object");
-  check_known_fields(body, {"language", "code", "argv", "env", "cwd", "stdin", "timeout", "memory_mib"});
+  check_known_fields(body, {"language", "code", "argv", "env", "cwd", "stdin", "stdin_base64", "timeout", "memory_mib"});
   RunRequest r;
   r.memory_mib = default_memory_mib;
   if (!body.contains("language")) bad_field("language", "required (python, javascript or shell)");
@@ -62,7 +118,7 @@ RunRequest run_request_from_json(const json& body, unsigned default_memory_mib) 
   read_string_array(body, "argv", r.argv);
   read_string_map(body, "env", r.env);
   r.cwd = string_field(body, "cwd").value_or("");
-  r.stdin_data = string_field(body, "stdin");
+  r.stdin_data = get_bytes(body, "stdin");
   if (body.contains("timeout")) {
     const json& t = body["timeout"];
     if (!t.is_number_integer() || t.get<int64_t>() < 1 || t.get<int64_t>() > kMaxRunTimeout.count()) {
@@ -85,7 +141,7 @@ json run_request_to_json(const RunRequest& r) {
   if (!r.argv.empty()) j["argv"] = r.argv;
   if (!r.env.empty()) j["env"] = r.env;
   if (!r.cwd.empty()) j["cwd"] = r.cwd;
-  if (r.stdin_data) j["stdin"] = *r.stdin_data;
+  if (r.stdin_data) put_bytes(j, "stdin", *r.stdin_data);
   return j;
 }
 
@@ -105,16 +161,16 @@ json run_result_to_json(const RunResult& r, const std::string& accel, bool inclu
               {"total_ms", r.timing.total_ms}}}};
   if (r.network) j["network"] = {{"allowed", r.network->allowed}, {"denied", r.network->denied}};
   if (include_output) {
-    j["stdout"] = r.stdout_data;
-    j["stderr"] = r.stderr_data;
+    put_bytes(j, "stdout", r.stdout_data);
+    put_bytes(j, "stderr", r.stderr_data);
   }
   return j;
 }
 
 RunResult run_result_from_json(const json& j) {
   RunResult r;
-  r.stdout_data = j.value("stdout", "");
-  r.stderr_data = j.value("stderr", "");
+  r.stdout_data = get_bytes(j, "stdout").value_or("");
+  r.stderr_data = get_bytes(j, "stderr").value_or("");
   r.exit_code = j.value("exit_code", 0);
   if (j.contains("signal") && j["signal"].is_number_integer()) r.signal = j["signal"].get<int>();
   r.timed_out = j.value("timed_out", false);

@@ -180,9 +180,16 @@ asio::awaitable<void> Api::respond_with_run(Exchange& ex, const std::string& lan
     co_return;
   }
   co_await ex.begin_stream();
+  // {type, data} for UTF-8 chunks, else {type, data_base64}: a chunk is whatever the guest's
+  // pipe gave, so it may even end inside a character.
+  auto output_event = [&](const char* type, std::string_view chunk) {
+    json event = {{"type", type}};
+    put_bytes(event, "data", chunk);
+    ex.queue_event(event);
+  };
   ExecCallbacks events;
-  events.on_stdout = [&](std::string_view chunk) { ex.queue_event({{"type", "stdout"}, {"data", chunk}}); };
-  events.on_stderr = [&](std::string_view chunk) { ex.queue_event({{"type", "stderr"}, {"data", chunk}}); };
+  events.on_stdout = [&](std::string_view chunk) { output_event("stdout", chunk); };
+  events.on_stderr = [&](std::string_view chunk) { output_event("stderr", chunk); };
   auto produce = [&]() -> asio::awaitable<void> {
     try {
       RunResult r = co_await execute(events, false);

@@ -18,10 +18,10 @@ namespace {
 using nlohmann::json;
 using namespace vial::machine;
 
-// An exec in a machine from {argv, env, cwd, timeout, stdin}: argv is required (machines run
-// programs, not snippets), no timeout unless given.
+// An exec in a machine from {argv, env, cwd, timeout, stdin | stdin_base64}: argv is required
+// (machines run programs, not snippets), no timeout unless given.
 agent::ExecRequest machine_exec_request(const MachineRecord& record, const json& body, std::optional<std::string>& stdin_data) {
-  check_known_fields(body, {"argv", "env", "cwd", "timeout", "stdin"});
+  check_known_fields(body, {"argv", "env", "cwd", "timeout", "stdin", "stdin_base64"});
   agent::ExecRequest request = base_exec_request(record);
   read_string_array(body, "argv", request.argv);
   if (request.argv.empty()) throw Error(ErrorKind::invalid_input, "field 'argv': required, a non-empty array of strings");
@@ -34,7 +34,7 @@ agent::ExecRequest machine_exec_request(const MachineRecord& record, const json&
     }
     request.timeout_ms = static_cast<uint32_t>(t.get<double>() * 1000);
   }
-  stdin_data = string_field(body, "stdin");
+  stdin_data = get_bytes(body, "stdin");
   return request;
 }
 

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_harness.h"
+#include "util/base64.h"
 
 namespace fs = std::filesystem;
 namespace asio = boost::asio;
@@ -465,6 +466,174 @@ TEST_F(ServerTest, MachinesAsResources) {
   EXPECT_EQ(r.js()["machines"].size(), 1u) << r.describe();
   EXPECT_EQ(request(t, "DELETE", "/v1/machines/web-1").status, 200);
   EXPECT_EQ(request(t, "GET", "/v1/machines").js()["machines"].size(), 0u);
+}
+
+
+// Byte-exact output and stdin (issue 14): every byte value, plus invalid UTF-8 (a reversed BOM,
+// a lone continuation byte, a character split across two writes) on every surface.
+std::string all_bytes() {
+  std::string s;
+  for (int i = 0; i < 256; ++i) s += static_cast<char>(i);
+  return s;
+}
+
+// stdout: the 256 byte values, \xff\xfe, a lone \x80, then text with a euro sign split across
+// two writes (so two chunks, most likely, each invalid on its own). stderr: the values reversed.
+const std::string kBinaryPython =
+    "import sys, time\n"
+    "o, e = sys.stdout.buffer, sys.stderr.buffer\n"
+    "o.write(bytes(range(256)) + b'\\xff\\xfe\\x80'); o.flush()\n"
+    "e.write(bytes(range(255, -1, -1))); e.flush()\n"
+    "time.sleep(0.2)\n"
+    "o.write(b' split \\xe2\\x82'); o.flush()\n"
+    "time.sleep(0.2)\n"
+    "o.write(b'\\xac euro\\n'); o.flush()\n";
+const std::string kBinaryStdout = all_bytes() + "\xff\xfe\x80 split \xe2\x82\xac euro\n";
+const std::string kBinaryStderr = [] {
+  std::string s = all_bytes();
+  return std::string(s.rbegin(), s.rend());
+}();
+// Echoes stdin to stdout byte for byte.
+const std::string kEchoPython = "import sys; sys.stdout.buffer.write(sys.stdin.buffer.read())";
+const std::string kBinaryStdin = all_bytes() + "\xff\xfe" + "\x80" + "\xe2\x82";
+
+// The bytes of `name` in a reply: the text field, or the `_base64` one (never both).
+std::string bytes_of(const json& j, const std::string& name) {
+  EXPECT_NE(j.contains(name), j.contains(name + "_base64")) << j.dump();
+  if (j.contains(name + "_base64")) return base64_decode(j[name + "_base64"].get<std::string>());
+  return j.value(name, "");
+}
+
+// NDJSON events of a streamed reply, and the bytes of their stdout / stderr events.
+struct Streamed {
+  std::vector<json> events;
+  std::string out, err;
+  int encoded = 0;  // events that came as data_base64
+};
+Streamed parse_stream(const std::string& raw) {
+  Streamed s;
+  for (size_t pos = 0, nl; (nl = raw.find('\n', pos)) != std::string::npos; pos = nl + 1) {
+    s.events.push_back(json::parse(raw.substr(pos, nl - pos)));
+  }
+  for (const auto& e : s.events) {
+    if (e["type"] != "stdout" && e["type"] != "stderr") continue;
+    (e["type"] == "stdout" ? s.out : s.err) += bytes_of(e, "data");
+    s.encoded += e.contains("data_base64");
+  }
+  return s;
+}
+
+Reply post_ndjson(const Target& t, const std::string& path, const json& body) {
+  return request(t, "POST", path, body.dump(), {{"Content-Type", "application/json"}, {"Accept", "application/x-ndjson"}});
+}
+
+TEST_F(ServerTest, BinaryOutputOverHttpRunsAndSessions) {
+  start_server();
+  Target t = unix_target();
+  // POST /v1/run, JSON.
+  auto r = post_json(t, "/v1/run", {{"language", "python"}, {"code", kBinaryPython}});
+  ASSERT_EQ(r.status, 200) << r.describe();
+  EXPECT_TRUE(bytes_of(r.js(), "stdout") == kBinaryStdout) << r.describe();
+  EXPECT_TRUE(bytes_of(r.js(), "stderr") == kBinaryStderr) << r.describe();
+  EXPECT_TRUE(r.js().contains("stdout_base64")) << r.describe();
+  // POST /v1/run, NDJSON.
+  r = post_ndjson(t, "/v1/run", {{"language", "python"}, {"code", kBinaryPython}});
+  ASSERT_EQ(r.status, 200) << r.describe();
+  Streamed st = parse_stream(r.body);
+  EXPECT_TRUE(st.out == kBinaryStdout) << r.body;
+  EXPECT_TRUE(st.err == kBinaryStderr) << r.body;
+  EXPECT_GE(st.encoded, 1) << r.body;
+  EXPECT_EQ(st.events.back()["type"], "result") << r.body;
+  // stdin_base64, both ways.
+  const json echo = {{"language", "python"}, {"code", kEchoPython}, {"stdin_base64", base64_encode(kBinaryStdin)}};
+  r = post_json(t, "/v1/run", echo);
+  ASSERT_EQ(r.status, 200) << r.describe();
+  EXPECT_TRUE(bytes_of(r.js(), "stdout") == kBinaryStdin) << r.describe();
+  r = post_ndjson(t, "/v1/run", echo);
+  EXPECT_TRUE(parse_stream(r.body).out == kBinaryStdin) << r.body;
+  r = post_json(t, "/v1/run", {{"language", "python"}, {"code", "1"}, {"stdin", "a"}, {"stdin_base64", "YQ=="}});
+  EXPECT_EQ(r.status, 400) << r.describe();
+
+  // Sessions: exec (JSON, NDJSON, stdin) and files.
+  auto created = post_json(t, "/v1/sessions", {{"language", "python"}});
+  ASSERT_EQ(created.status, 201) << created.describe();
+  const std::string base = "/v1/sessions/" + created.js()["id"].get<std::string>();
+  r = post_json(t, base + "/exec", {{"code", kBinaryPython}});
+  ASSERT_EQ(r.status, 200) << r.describe();
+  EXPECT_TRUE(bytes_of(r.js(), "stdout") == kBinaryStdout) << r.describe();
+  EXPECT_TRUE(bytes_of(r.js(), "stderr") == kBinaryStderr) << r.describe();
+  r = post_ndjson(t, base + "/exec", {{"code", kBinaryPython}});
+  st = parse_stream(r.body);
+  EXPECT_TRUE(st.out == kBinaryStdout) << r.body;
+  EXPECT_TRUE(st.err == kBinaryStderr) << r.body;
+  r = post_json(t, base + "/exec", {{"code", kEchoPython}, {"stdin_base64", base64_encode(kBinaryStdin)}});
+  EXPECT_TRUE(bytes_of(r.js(), "stdout") == kBinaryStdin) << r.describe();
+  r = request(t, "PUT", base + "/files/bytes.bin", kBinaryStdin, {{"Content-Type", "application/octet-stream"}});
+  ASSERT_EQ(r.status, 201) << r.describe();
+  r = post_json(t, base + "/exec", {{"code", "import sys; sys.stdout.buffer.write(open('bytes.bin', 'rb').read())"}});
+  EXPECT_TRUE(bytes_of(r.js(), "stdout") == kBinaryStdin) << r.describe();
+  r = request(t, "GET", base + "/files/bytes.bin");
+  EXPECT_TRUE(r.body == kBinaryStdin) << r.describe();
+}
+
+TEST_F(ServerTest, BinaryOutputThroughTheCli) {
+  start_server();
+  wait_for_warm_python();
+  CliOptions o = options();
+  auto r = vial({"run", "-l", "python", "-c", kBinaryPython}, o);
+  EXPECT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_TRUE(r.out == kBinaryStdout) << r.describe();
+  EXPECT_NE(r.err.find(kBinaryStderr), std::string::npos) << r.describe();
+  o.stdin_data = kBinaryStdin;
+  r = vial({"run", "-l", "python", "-i", "-c", kEchoPython}, o);
+  EXPECT_TRUE(r.out == kBinaryStdin) << r.describe();
+  o.stdin_data.reset();
+  r = vial({"run", "-l", "python", "--json", "-c", kBinaryPython}, o);
+  auto j = json::parse(r.out, nullptr, false);
+  EXPECT_TRUE(bytes_of(j, "stdout") == kBinaryStdout) << r.describe();
+  EXPECT_TRUE(bytes_of(j, "stderr") == kBinaryStderr) << r.describe();
+  // Those went through the daemon, not an engine of their own.
+  auto metrics = request(unix_target(), "GET", "/metrics").body;
+  EXPECT_NE(metrics.find("vial_http_requests_total{route=\"/v1/run\",status=\"200\"} 3"), std::string::npos) << metrics;
+
+  auto created = vial({"session", "create", "-l", "python"}, o);
+  ASSERT_EQ(created.exit_code, 0) << created.describe();
+  const std::string id = created.out.substr(0, created.out.find('\n'));
+  r = vial({"session", "exec", id, "-c", kBinaryPython}, o);
+  EXPECT_TRUE(r.out == kBinaryStdout) << r.describe();
+  EXPECT_NE(r.err.find(kBinaryStderr), std::string::npos) << r.describe();
+  o.stdin_data = kBinaryStdin;
+  r = vial({"session", "exec", id, "-i", "-c", kEchoPython}, o);
+  EXPECT_TRUE(r.out == kBinaryStdin) << r.describe();
+  o.stdin_data.reset();
+  std::ofstream(home() / "bytes.bin", std::ios::binary) << kBinaryStdin;
+  EXPECT_EQ(vial({"session", "put", id, (home() / "bytes.bin").string(), "up.bin"}, o).exit_code, 0);
+  r = vial({"session", "get", id, "up.bin"}, o);
+  EXPECT_TRUE(r.out == kBinaryStdin) << r.describe();
+  EXPECT_EQ(vial({"session", "rm", id}, o).exit_code, 0);
+}
+
+TEST_F(ServerTest, BinaryOutputFromMachineExec) {
+  start_server();
+  Target t = unix_target();
+  ASSERT_EQ(post_json(t, "/v1/machines", {{"name", "bytes"}}).status, 201);
+  auto r = post_json(t, "/v1/machines/bytes/start", json::object());
+  ASSERT_EQ(r.status, 200) << r.describe();
+  // stdin comes back on stdout, then a character split across two writes; stdin again on stderr.
+  const json exec = {
+      {"argv", {"sh", "-c", "cat >/tmp/in; cat /tmp/in; printf 'split \\342\\202'; sleep 0.3; printf '\\254\\n'; cat /tmp/in >&2"}},
+      {"stdin_base64", base64_encode(kBinaryStdin)}};
+  const std::string want_out = kBinaryStdin + "split \xe2\x82\xac\n";
+  r = post_json(t, "/v1/machines/bytes/exec", exec);
+  ASSERT_EQ(r.status, 200) << r.describe();
+  EXPECT_TRUE(bytes_of(r.js(), "stdout") == want_out) << r.describe();
+  EXPECT_TRUE(bytes_of(r.js(), "stderr") == kBinaryStdin) << r.describe();
+  r = post_ndjson(t, "/v1/machines/bytes/exec", exec);
+  ASSERT_EQ(r.status, 200) << r.describe();
+  Streamed st = parse_stream(r.body);
+  EXPECT_TRUE(st.out == want_out) << r.body;
+  EXPECT_TRUE(st.err == kBinaryStdin) << r.body;
+  EXPECT_EQ(request(t, "DELETE", "/v1/machines/bytes?force=true").status, 200);
 }
 
 }  // namespace

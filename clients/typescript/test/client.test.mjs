@@ -27,6 +27,32 @@ const EXPECTED_INTERLEAVING = [0, 1, 2].flatMap((i) => [['stdout', `out${i}\n`],
 // Prints, then runs far longer than any test waits (its 30 s timeout would end it first).
 const SLEEPER = "import time\nprint('started', flush=True)\ntime.sleep(600)";
 
+// Byte-exactness (issue 14): stdout gets every byte value, a reversed BOM, a lone continuation
+// byte, then text with a euro sign split across two writes (two chunks, most likely); stderr the
+// byte values reversed.
+const BINARY = `
+import sys, time
+o, e = sys.stdout.buffer, sys.stderr.buffer
+o.write(bytes(range(256)) + b"\\xff\\xfe\\x80"); o.flush()
+e.write(bytes(range(255, -1, -1))); e.flush()
+time.sleep(0.2)
+o.write(b" split \\xe2\\x82"); o.flush()
+time.sleep(0.2)
+o.write(b"\\xac euro\\n"); o.flush()
+`;
+const ALL_BYTES = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+const BINARY_STDOUT = Buffer.concat([ALL_BYTES, Buffer.from('fffe80', 'hex'), Buffer.from(' split \u20ac euro\n')]);
+const BINARY_STDERR = Buffer.from(ALL_BYTES).reverse();
+const ECHO = 'import sys; sys.stdout.buffer.write(sys.stdin.buffer.read())';
+const BINARY_STDIN = Buffer.concat([ALL_BYTES, Buffer.from('fffe80e282', 'hex')]);
+
+const streamedBytes = (events, type) => Buffer.concat(events.filter((e) => e.type === type).map((e) => e.data_bytes));
+
+function assertBytes(actual, expected, what) {
+  assert.ok(Buffer.isBuffer(actual), `${what}: not a Buffer`);
+  assert.ok(actual.equals(expected), `${what}: ${actual.toString('hex')} != ${expected.toString('hex')}`);
+}
+
 async function waitUntil(condition, seconds = 20) {
   const deadline = Date.now() + seconds * 1000;
   while (!(await condition())) {
@@ -271,6 +297,56 @@ describe('sessions', server, () => {
       await rejectsWith(s.exec({ code: 'print(1)' }), NotFound, 404);
       await rejectsWith(vial.session(s.id), NotFound, 404);
     });
+  });
+});
+
+describe('bytes', server, () => {
+  const vial = new VialClient({ socketPath: SOCKET });
+  let session;
+  before(async () => { session = await vial.createSession('python'); });
+  after(async () => { await session?.[Symbol.asyncDispose](); });
+
+  const checkResult = (r) => {
+    assertBytes(r.stdout_bytes, BINARY_STDOUT, 'stdout');
+    assertBytes(r.stderr_bytes, BINARY_STDERR, 'stderr');
+    assert.equal(r.stdout, BINARY_STDOUT.toString('utf8'));
+    assert.equal(r.stdout_base64, undefined);
+  };
+  const checkStream = (events) => {
+    assert.equal(events.at(-1).type, 'result');
+    assertBytes(streamedBytes(events, 'stdout'), BINARY_STDOUT, 'streamed stdout');
+    assertBytes(streamedBytes(events, 'stderr'), BINARY_STDERR, 'streamed stderr');
+  };
+
+  it('runs with byte-exact output, text staying text', async () => {
+    checkResult(await vial.run('python', { code: BINARY }));
+    const r = await vial.run('python', { code: "print('t\u00e9xt')" });
+    assert.equal(r.stdout, 't\u00e9xt\n');
+    assertBytes(r.stdout_bytes, Buffer.from('t\u00e9xt\n'), 'text stdout');
+  });
+
+  it('streams a run byte-exact', async () => {
+    checkStream(await collect(vial.runStream('python', { code: BINARY })));
+  });
+
+  it('sends bytes as stdin', async () => {
+    assertBytes((await vial.run('python', { code: ECHO, stdin: BINARY_STDIN })).stdout_bytes, BINARY_STDIN, 'echo');
+    const events = await collect(vial.runStream('python', { code: ECHO, stdin: new Uint8Array(BINARY_STDIN) }));
+    assertBytes(streamedBytes(events, 'stdout'), BINARY_STDIN, 'streamed echo');
+  });
+
+  it('runs over TCP byte-exact', { skip: URL_ ? false : 'no TCP endpoint' }, async () => {
+    checkResult(await new VialClient({ baseUrl: URL_, token: TOKEN }).run('python', { code: BINARY }));
+  });
+
+  it('keeps session execs and files byte-exact', async () => {
+    checkResult(await session.exec({ code: BINARY }));
+    checkStream(await collect(session.execStream({ code: BINARY })));
+    assertBytes((await session.exec({ code: ECHO, stdin: BINARY_STDIN })).stdout_bytes, BINARY_STDIN, 'session echo');
+    await session.putFile('bytes.bin', BINARY_STDIN);
+    assertBytes(await session.getFile('bytes.bin'), BINARY_STDIN, 'file');
+    const r = await session.exec({ code: "import sys; sys.stdout.buffer.write(open('bytes.bin', 'rb').read())" });
+    assertBytes(r.stdout_bytes, BINARY_STDIN, 'file read by the program');
   });
 });
 
