@@ -24,6 +24,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 
+#include "server/connections.h"
 #include "server/log.h"
 #include "util/paths.h"
 
@@ -36,6 +37,10 @@ constexpr size_t kHeaderLimit = 16 * 1024;
 constexpr auto kLingerTime = std::chrono::seconds(5);
 constexpr std::uint64_t kLingerBytes = 256ull << 20;
 constexpr auto kShutdownWatchdog = std::chrono::seconds(15);
+// A request header must arrive whole within this (an idle keep-alive connection too).
+constexpr auto kHeaderTimeout = std::chrono::seconds(10);
+// accept() failing for lack of fds or memory is retried after a pause that doubles up to this.
+constexpr auto kMaxAcceptBackoff = std::chrono::milliseconds(1000);
 
 bool same_token(std::string_view a, std::string_view b) {
   // Constant time in the content, so the comparison leaks nothing but the length.
@@ -64,7 +69,7 @@ class Server final {
  public:
   Server(asio::io_context& ctx, const ServerOptions& options, std::shared_ptr<VmManager> manager)
       : ctx_(ctx), options_(options), manager_(std::move(manager)), api_(manager_, options.api),
-        unix_acceptor_(ctx), tcp_acceptor_(ctx) {}
+        unix_acceptor_(ctx), tcp_acceptor_(ctx), connections_(connection_cap(open_file_limit())) {}
 
   void open_unix(const fs::path& path) {
     std::error_code ec;
@@ -115,8 +120,8 @@ class Server final {
   void start() {
     asio::co_spawn(ctx_, shutdown_on_signal(), asio::detached);
     asio::co_spawn(ctx_, api_.sessions().reap_loop(), asio::detached);
-    if (unix_acceptor_.is_open()) asio::co_spawn(ctx_, accept_unix(), asio::detached);
-    if (tcp_acceptor_.is_open()) asio::co_spawn(ctx_, accept_tcp(), asio::detached);
+    if (unix_acceptor_.is_open()) asio::co_spawn(ctx_, accept_loop(unix_acceptor_, false), asio::detached);
+    if (tcp_acceptor_.is_open()) asio::co_spawn(ctx_, accept_loop(tcp_acceptor_, true), asio::detached);
   }
 
   bool drained() const { return drained_; }
@@ -127,29 +132,42 @@ class Server final {
   }
 
  private:
-  asio::awaitable<void> accept_unix() {
-    for (;;) {
+  template <typename Acceptor>
+  asio::awaitable<void> accept_loop(Acceptor& acceptor, bool tcp) {
+    auto backoff = std::chrono::milliseconds(0);
+    asio::steady_timer pause(ctx_);
+    while (acceptor.is_open()) {
       boost::system::error_code ec;
-      auto s = co_await unix_acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec));
-      if (ec) co_return;  // closed at shutdown
-      adopt(s.release(), AF_UNIX, 0, false);
-    }
-  }
-
-  asio::awaitable<void> accept_tcp() {
-    for (;;) {
-      boost::system::error_code ec;
-      auto s = co_await tcp_acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec));
-      if (ec) co_return;
-      s.set_option(asio::ip::tcp::no_delay(true), ec);
-      int family = s.local_endpoint(ec).protocol().family();
-      adopt(s.release(), family, IPPROTO_TCP, true);
+      auto s = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+      if (!acceptor.is_open() || ec == asio::error::operation_aborted) co_return;  // closed at shutdown
+      if (ec) {
+        // EMFILE, ENFILE, ENOBUFS...: the server must go on accepting once fds are free again.
+        backoff = std::min(kMaxAcceptBackoff, std::max(backoff * 2, std::chrono::milliseconds(50)));
+        log(spdlog::level::warn, "accept failed; retrying",
+            {{"error", ec.message()}, {"retry_ms", backoff.count()}, {"connections", connections_.size()}});
+        pause.expires_after(backoff);
+        co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        continue;
+      }
+      backoff = std::chrono::milliseconds(0);
+      int family = AF_UNIX, protocol = 0;
+      if (tcp) {
+        s.set_option(asio::ip::tcp::no_delay(true), ec);
+        family = s.local_endpoint(ec).protocol().family();
+        protocol = IPPROTO_TCP;
+      }
+      adopt(s.release(), family, protocol, tcp);
     }
   }
 
   void adopt(int fd, int family, int protocol, bool tcp) {
     auto socket = std::make_shared<Socket>(ctx_, asio::generic::stream_protocol(family, protocol), fd);
-    connections_.insert(socket);
+    if (!connections_.admit(socket)) {
+      log(spdlog::level::warn, "connection refused: every connection is busy", {{"cap", connections_.cap()}});
+      boost::system::error_code ec;
+      socket->close(ec);
+      return;
+    }
     asio::co_spawn(ctx_, connection(socket, tcp), asio::detached);
   }
 
@@ -178,7 +196,7 @@ class Server final {
     boost::system::error_code ec;
     socket->shutdown(Socket::shutdown_both, ec);
     socket->close(ec);
-    connections_.erase(socket);
+    connections_.remove(socket);
   }
 
   // Reads and answers one request; false when the connection must close.
@@ -189,7 +207,16 @@ class Server final {
     // the limit depends on the route: no limit for the header, the route's before the body.
     parser.body_limit(std::numeric_limits<std::uint64_t>::max());
     boost::system::error_code ec;
-    co_await http::async_read_header(socket, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    connections_.set_waiting(socket, true);
+    {
+      // A half-sent header must not hold the connection (and its fd) for ever.
+      asio::steady_timer deadline(ctx_, kHeaderTimeout);
+      deadline.async_wait([&socket](boost::system::error_code e) {
+        if (!e) socket.cancel(e);
+      });
+      co_await http::async_read_header(socket, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    }
+    connections_.set_waiting(socket, false);
     if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::operation_aborted ||
         ec == asio::error::bad_descriptor || ec == asio::error::connection_reset) {
       co_return false;
@@ -201,15 +228,25 @@ class Server final {
     std::string target;
     Router::Match match;
     std::uint64_t body_limit = options_.api.max_json_bytes;
+    // The token is checked on the header, before any body is read (or its size judged): an
+    // unauthenticated client gets its refusal without the server buffering what it sends.
+    std::exception_ptr refused;
     if (!ec) {
       target = std::string(parser.get().target());
       std::string path = target.substr(0, target.find('?'));
       match = api_.router().match(parser.get().method_string(), path);
+      if (tcp && match.route && match.route->needs_auth) {
+        try {
+          check_auth(parser.get());
+        } catch (...) {
+          refused = std::current_exception();
+        }
+      }
       if (match.route && match.route->body_limit) body_limit = match.route->body_limit;
       parser.body_limit(body_limit);  // chunked bodies are counted as they arrive
-      if (parser.content_length() && *parser.content_length() > body_limit) ec = http::error::body_limit;
+      if (!refused && parser.content_length() && *parser.content_length() > body_limit) ec = http::error::body_limit;
     }
-    if (!ec) {
+    if (!ec && !refused) {
       if (parser.get()[http::field::expect] == "100-continue") {
         static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
         co_await asio::async_write(socket, asio::buffer(kContinue), asio::use_awaitable);
@@ -230,6 +267,7 @@ class Server final {
                                               std::to_string(body_limit) + " bytes");
       }
       if (ec) throw HttpError(http::status::bad_request, "bad_request", "malformed HTTP request: " + ec.message());
+      if (refused) std::rethrow_exception(refused);
       if (!match.route) {
         if (match.allowed.empty()) throw Error(ErrorKind::not_found, "no such endpoint: " + target + " (see docs/api.md)");
         std::string allowed;
@@ -237,7 +275,6 @@ class Server final {
         throw HttpError(http::status::method_not_allowed, "method_not_allowed",
                         std::string(request.method_string()) + " is not allowed here; use " + allowed);
       }
-      if (tcp && match.route->needs_auth) check_auth(request);
       co_await match.route->handler(ex);
     } catch (const ClientGone&) {
       log(spdlog::level::info, "client hung up; its work was cancelled", {{"target", target}});
@@ -249,7 +286,7 @@ class Server final {
       api_.metrics().error(failure->code);
       if (ex.responded() && !ex.streaming()) co_return false;  // mid-response: only closing is left
       co_await ex.send_error(*failure);
-      if (ec == http::error::body_limit) co_await linger(socket);
+      if (ec == http::error::body_limit || refused) co_await linger(socket);
     }
     const std::string route = match.route ? match.route->pattern : "unmatched";
     api_.metrics().request_done(route, static_cast<int>(ex.status()));
@@ -258,7 +295,7 @@ class Server final {
          {"route", route},
          {"status", static_cast<int>(ex.status())},
          {"ms", std::chrono::duration<double, std::milli>(Clock::now() - start).count()}});
-    co_return !ec && ex.keep_alive();
+    co_return !ec && !refused && ex.keep_alive();
   }
 
   // After refusing a body unread, drops what the client still sends (bounded in time and
@@ -298,7 +335,7 @@ class Server final {
     api_.sessions().stop_reaping();
     api_.sessions().destroy_all();
     manager_->stop();
-    for (const auto& socket : connections_) socket->close(ec);
+    connections_.close_all();
     drained_ = true;
     log(spdlog::level::info, "stopped: every VM destroyed", {{"open_connections", connections_.size()}});
     if (on_drained_) on_drained_();
@@ -312,7 +349,7 @@ class Server final {
   asio::ip::tcp::acceptor tcp_acceptor_;
   fs::path socket_path_;
   std::string token_;
-  std::set<std::shared_ptr<Socket>> connections_;
+  ConnectionTable connections_;
   unsigned active_ = 0;
   bool draining_ = false;
   bool drained_ = false;
