@@ -1,7 +1,6 @@
 // `vial run`: one program in a fresh microVM, output streamed live.
 #include <unistd.h>
 
-#include <fstream>
 #include <iostream>
 #include <iterator>
 
@@ -13,6 +12,7 @@
 #include "server/daemon_client.h"
 #include "sandbox/runner.h"
 #include "util/error.h"
+#include "util/user_file.h"
 #include "vm/qemu_command.h"
 #include "util/event_loop.h"
 
@@ -43,9 +43,7 @@ RunRequest to_request(const RunArgs& a) {
     throw Error(ErrorKind::invalid_input, "give either -c CODE or FILE, not both");
   }
   if (!a.file.empty()) {
-    std::ifstream in(a.file, std::ios::binary);
-    if (!in) throw Error(ErrorKind::invalid_input, "cannot read " + a.file + ": no such file or not readable");
-    r.code.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    r.code = read_user_file(a.file, kMaxCodeFileBytes, "the code file");
   } else {
     r.code = a.code;
   }

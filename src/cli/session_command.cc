@@ -12,6 +12,7 @@
 #include "cli/network_options.h"
 #include "machine/machine_config.h"
 #include "server/daemon_client.h"
+#include "util/user_file.h"
 #include "util/error.h"
 
 namespace vial::cli {
@@ -43,11 +44,6 @@ struct SessionArgs {
   std::string dir;
 };
 
-std::string read_local(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(ErrorKind::invalid_input, "cannot read " + path + ": no such file or not readable");
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 // Runs `body` and turns failures into vial's one-line error and exit code.
 int guarded_command(const SessionArgs& a, const std::function<int(DaemonClient&)>& body) {
@@ -76,7 +72,7 @@ int create(const SessionArgs& a, DaemonClient& c) {
 int exec(const SessionArgs& a, DaemonClient& c) {
   nlohmann::json body = {{"timeout", a.timeout_s}};
   if (!a.code.empty() && !a.file.empty()) throw Error(ErrorKind::invalid_input, "give either -c CODE or FILE, not both");
-  body["code"] = a.file.empty() ? a.code : read_local(a.file);
+  body["code"] = a.file.empty() ? a.code : read_user_file(a.file, kMaxCodeFileBytes, "the code file");
   if (!a.cwd.empty()) body["cwd"] = a.cwd;
   for (const auto& kv : a.env) {
     auto [key, value] = machine::split_env(kv, "-e");
@@ -97,7 +93,7 @@ int exec(const SessionArgs& a, DaemonClient& c) {
 int put(const SessionArgs& a, DaemonClient& c) {
   auto reply = c.call("PUT", "/v1/sessions/" + url_path_escape(a.id) + "/files/" + url_path_escape(a.remote) +
                                  "?mode=" + a.mode,
-                      read_local(a.local), "application/octet-stream");
+                      read_user_file(a.local, kMaxUploadFileBytes, "the file"), "application/octet-stream");
   if (a.json) std::cout << reply.body;
   return kExitOk;
 }

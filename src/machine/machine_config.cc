@@ -1,12 +1,11 @@
 #include "machine/machine_config.h"
 
 #include <algorithm>
-#include <fstream>
-#include <iterator>
 
 #include <toml++/toml.h>
 
 #include "util/error.h"
+#include "util/user_file.h"
 
 namespace vial::machine {
 namespace {
@@ -139,10 +138,7 @@ MachineConfig parse_machine_config(std::string_view toml_text, const std::string
 }
 
 MachineConfig load_machine_config(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw Error(ErrorKind::invalid_input, "cannot read " + file.string() + ": no such file or not readable");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  return parse_machine_config(text, file.string());
+  return parse_machine_config(read_user_file(file, kMaxConfigFileBytes, "the config file"), file.string());
 }
 
 void to_json(nlohmann::json& j, const MachineConfig& c) {

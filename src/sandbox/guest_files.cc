@@ -11,6 +11,7 @@
 
 #include "pack/archive_util.h"
 #include "util/error.h"
+#include "util/user_file.h"
 
 namespace fs = std::filesystem;
 
@@ -267,11 +268,6 @@ void untar_tree(const std::string& tar, const fs::path& dest) {
   if (archive_write_close(disk.get()) != ARCHIVE_OK) archive_failure(disk.get(), "extracting into " + dest.string());
 }
 
-std::string read_host_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(ErrorKind::invalid_input, "cannot read " + path.string());
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 void write_host_file(const fs::path& path, std::string_view data, unsigned mode) {
   if (fs::is_directory(path)) throw Error(ErrorKind::invalid_input, path.string() + " is a directory");
@@ -355,7 +351,7 @@ asio::awaitable<void> copy_in(AgentClient& agent, fs::path host_path, std::strin
     co_return;
   }
   if (!fs::is_regular_file(st)) throw Error(ErrorKind::invalid_input, host_path.string() + " is not a file or directory");
-  co_await write_file(agent, guest_path, read_host_file(host_path), static_cast<unsigned>(st.permissions()), as_root);
+  co_await write_file(agent, guest_path, read_user_file(host_path, kMaxUploadFileBytes, "the file"), static_cast<unsigned>(st.permissions()), as_root);
 }
 
 asio::awaitable<void> copy_out(AgentClient& agent, std::string guest_path, fs::path host_path, bool as_root) {

@@ -5,7 +5,7 @@
 #include <sys/stat.h>
 
 #include <condition_variable>
-#include <fstream>
+#include <sstream>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -27,6 +27,7 @@
 #include "server/connections.h"
 #include "server/log.h"
 #include "util/paths.h"
+#include "util/user_file.h"
 
 namespace vial::server {
 namespace {
@@ -401,8 +402,7 @@ fs::path default_socket_path() {
 }
 
 std::string read_token_file(const fs::path& file) {
-  std::ifstream in(file);
-  if (!in) throw Error(ErrorKind::invalid_input, "cannot read the token file " + file.string());
+  std::istringstream in(read_user_file(file, 4096, "the token file"));
   std::string token;
   std::getline(in, token);
   while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
