@@ -248,8 +248,9 @@ class NetworkTest(unittest.TestCase):
             self.assertGreaterEqual(r["network"]["allowed"], 1, r)
 
 
-@needs_server
-class SessionTest(unittest.TestCase):
+class _WithSession(unittest.TestCase):
+    """One python session for the whole class."""
+
     @classmethod
     def setUpClass(cls):
         cls.vial = VialClient(socket_path=SOCKET)
@@ -258,6 +259,10 @@ class SessionTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.session.__exit__(None, None, None)
+
+
+@needs_server
+class SessionTest(_WithSession):
 
     def test_state_is_kept_across_execs(self):
         self.assertEqual(self.session.exec(code="x = 41")["exit_code"], 0)
@@ -320,15 +325,7 @@ class BytesDecodingTest(unittest.TestCase):
 
 
 @needs_server
-class BytesTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.vial = VialClient(socket_path=SOCKET)
-        cls.session = cls.vial.create_session("python")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.session.__exit__(None, None, None)
+class BytesTest(_WithSession):
 
     def check_result(self, r):
         self.assertEqual(r["stdout_bytes"], BINARY_STDOUT, r)

@@ -2,7 +2,9 @@
 
 #include "util/paths.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -376,6 +378,18 @@ void VialHomeTest::expect_next_run_works(const std::string& language) {
   auto r = vial({"run", "-l", language, "-t", "60", "-c", code});
   EXPECT_EQ(r.exit_code, 0) << "the next run in the same home failed: " << r.describe();
   EXPECT_EQ(r.out, "42\n") << r.describe();
+}
+
+unsigned short free_loopback_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
 }
 
 }  // namespace vial::test

@@ -88,6 +88,8 @@ std::vector<pid_t> qemu_pids_containing(const std::string& needle);
 std::vector<pid_t> wait_no_qemu(const std::string& needle, std::chrono::milliseconds timeout);
 // Polls until such a process exists; returns false after `timeout`.
 bool wait_for_qemu(const std::string& needle, std::chrono::milliseconds timeout);
+// A TCP port on 127.0.0.1 that was free a moment ago (the kernel's pick).
+unsigned short free_loopback_port();
 // Entries of a directory (empty if it does not exist).
 std::vector<std::string> dir_entries(const std::filesystem::path& dir);
 // Per-VM overlay files in `home`/overlays: every non-directory entry (subdirectories are

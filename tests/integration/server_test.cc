@@ -92,17 +92,6 @@ Reply post_json(const Target& t, const std::string& path, const json& body, std:
   return request(t, "POST", path, body.dump(), headers);
 }
 
-unsigned short free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 class ServerTest : public VialHomeTest {
  protected:
@@ -377,7 +366,7 @@ TEST_F(ServerTest, TcpNeedsTheBearerToken) {
   EXPECT_NE(refused.exit_code, 0);
   EXPECT_NE(refused.err.find("--token-file"), std::string::npos) << refused.describe();
 
-  const unsigned short port = free_port();
+  const unsigned short port = free_loopback_port();
   start_server({"--listen", "127.0.0.1:" + std::to_string(port), "--token-file", token_file.string()});
   Target anonymous{{}, port, {}};
   EXPECT_EQ(request(anonymous, "GET", "/healthz").status, 200);

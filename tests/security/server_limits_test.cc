@@ -47,18 +47,6 @@ int connect_tcp(unsigned short port) {
   return fd;
 }
 
-unsigned short free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 // What the server sends until it closes the connection or `timeout` passes.
 std::string read_reply(int fd, std::chrono::milliseconds timeout, bool* closed = nullptr) {
   std::string out;
@@ -169,7 +157,7 @@ TEST_F(ServerLimitsTest, TheTokenIsCheckedBeforeTheBodyIsRead) {
   const fs::path token = home() / "token";
   std::ofstream(token) << "0123456789abcdef0123456789abcdef\n";
   fs::permissions(token, fs::perms::owner_read | fs::perms::owner_write);
-  const unsigned short port = free_port();
+  const unsigned short port = free_loopback_port();
   start_server(1024, {"--listen", "127.0.0.1:" + std::to_string(port), "--token-file", token.string()});
   for (const std::string& auth : {std::string(), std::string("Authorization: Bearer wrong-token-wrong-token\r\n")}) {
     int fd = connect_tcp(port);
