@@ -293,7 +293,10 @@ void add_cp(CLI::App& machine) {
           if (src.machine.empty()) {
             co_await copy_in(*agent, host, guest, /*as_root=*/true);
           } else {
-            co_await copy_out(*agent, guest, host, /*as_root=*/true);
+            auto skipped = co_await copy_out(*agent, guest, host, /*as_root=*/true);
+            for (const auto& link : skipped) {
+              std::fprintf(stderr, "vial: not copied, a symlink pointing outside the copied tree: %s\n", link.c_str());
+            }
           }
         } catch (...) {
           failed = std::current_exception();

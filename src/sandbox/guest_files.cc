@@ -1,16 +1,20 @@
 #include "sandbox/guest_files.h"
 
 #include <archive_entry.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
-#include <iterator>
+#include <cstring>
 #include <memory>
 
 #include "pack/archive_util.h"
 #include "util/error.h"
+#include "util/unique_fd.h"
 #include "util/user_file.h"
 
 namespace fs = std::filesystem;
@@ -229,9 +233,19 @@ std::string host_member_path(const fs::path& dest, const char* member) {
   return rel.empty() || rel == "." ? dest.string() : (dest / rel).string();
 }
 
-// Extracts the guest's tar under `dest`: files, directories and symlinks only, plain
-// permission bits, never through a symlink.
-void untar_tree(const std::string& tar, const fs::path& dest) {
+// True when a symlink at `member` (relative to the copied tree) pointing to `target` stays
+// inside the tree.
+bool link_stays_inside(const fs::path& member, const char* target) {
+  fs::path t(target ? target : "");
+  if (t.empty() || t.is_absolute()) return false;
+  fs::path resolved = (member.parent_path() / t).lexically_normal();
+  return resolved.empty() || *resolved.begin() != "..";
+}
+
+// Extracts the guest's tar under `dest`: files, directories and symlinks that stay inside the
+// tree, plain permission bits, never through a symlink. Returns the symlinks it left out.
+std::vector<std::string> untar_tree(const std::string& tar, const fs::path& dest) {
+  std::vector<std::string> skipped;
   ArchiveReader in(archive_read_new());
   archive_read_support_format_tar(in.get());
   if (archive_read_open_memory(in.get(), tar.data(), tar.size()) != ARCHIVE_OK) {
@@ -248,7 +262,14 @@ void untar_tree(const std::string& tar, const fs::path& dest) {
     if (r < ARCHIVE_WARN) archive_failure(in.get(), "reading the guest's tar");
     const auto type = archive_entry_filetype(entry);
     if (type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK) continue;
-    archive_entry_set_pathname(entry, host_member_path(dest, archive_entry_pathname(entry)).c_str());
+    const fs::path member = fs::path(archive_entry_pathname(entry) ? archive_entry_pathname(entry) : "").lexically_normal();
+    const std::string host_path = host_member_path(dest, archive_entry_pathname(entry));
+    if (host_path == dest.string()) continue;  // the tree's root: dest exists, its mode is the user's
+    if (type == AE_IFLNK && !link_stays_inside(member, archive_entry_symlink(entry))) {
+      skipped.push_back(member.string() + " -> " + (archive_entry_symlink(entry) ? archive_entry_symlink(entry) : ""));
+      continue;
+    }
+    archive_entry_set_pathname(entry, host_path.c_str());
     if (const char* link = archive_entry_hardlink(entry)) {
       archive_entry_set_hardlink(entry, host_member_path(dest, link).c_str());
     }
@@ -266,17 +287,28 @@ void untar_tree(const std::string& tar, const fs::path& dest) {
     if (archive_write_finish_entry(disk.get()) < ARCHIVE_WARN) archive_failure(disk.get(), "extracting into " + dest.string());
   }
   if (archive_write_close(disk.get()) != ARCHIVE_OK) archive_failure(disk.get(), "extracting into " + dest.string());
+  return skipped;
 }
 
 
 void write_host_file(const fs::path& path, std::string_view data, unsigned mode) {
-  if (fs::is_directory(path)) throw Error(ErrorKind::invalid_input, path.string() + " is a directory");
+  if (fs::is_directory(fs::symlink_status(path))) throw Error(ErrorKind::invalid_input, path.string() + " is a directory");
   if (path.has_parent_path()) fs::create_directories(path.parent_path());
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(data.data(), static_cast<std::streamsize>(data.size()));
-  out.close();
-  if (!out) throw Error(ErrorKind::invalid_input, "cannot write " + path.string());
-  fs::permissions(path, static_cast<fs::perms>(mode & 0777));
+  // O_NOFOLLOW: a symlink at the destination (one a guest could have planted) is refused, not
+  // written through.
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode & 0777));
+  if (!fd.valid() && errno == ELOOP) {
+    throw Error(ErrorKind::invalid_input, path.string() + " is a symlink: vial does not write through it; remove it "
+                                                          "or copy to another name");
+  }
+  if (!fd.valid()) throw Error(ErrorKind::invalid_input, "cannot write " + path.string() + ": " + std::strerror(errno));
+  for (size_t done = 0; done < data.size();) {
+    ssize_t n = ::write(fd.get(), data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw Error(ErrorKind::invalid_input, "cannot write " + path.string() + ": " + std::strerror(errno));
+    done += static_cast<size_t>(n);
+  }
+  ::fchmod(fd.get(), mode & 0777);
 }
 
 }  // namespace
@@ -354,7 +386,8 @@ asio::awaitable<void> copy_in(AgentClient& agent, fs::path host_path, std::strin
   co_await write_file(agent, guest_path, read_user_file(host_path, kMaxUploadFileBytes, "the file"), static_cast<unsigned>(st.permissions()), as_root);
 }
 
-asio::awaitable<void> copy_out(AgentClient& agent, std::string guest_path, fs::path host_path, bool as_root) {
+asio::awaitable<std::vector<std::string>> copy_out(AgentClient& agent, std::string guest_path, fs::path host_path,
+                                                   bool as_root) {
   auto o = co_await run_script(agent, "tar-out", guest_path, "", as_root, kMaxCopyOutBytes);
   check(o, "copying", guest_path);
   if (o.exit.stdout_truncated) {
@@ -362,16 +395,14 @@ asio::awaitable<void> copy_out(AgentClient& agent, std::string guest_path, fs::p
                                               " MiB: copy it in parts");
   }
   std::string_view out = o.out;
-  if (out.starts_with('D')) {
-    untar_tree(o.out.substr(1), host_path);
-    co_return;
-  }
+  if (out.starts_with('D')) co_return untar_tree(o.out.substr(1), host_path);
   size_t newline = out.find('\n');
   if (!out.starts_with('F') || newline == std::string_view::npos) {
     throw Error(ErrorKind::internal, "unexpected reply from the guest while copying " + guest_path);
   }
   unsigned mode = static_cast<unsigned>(std::stoul(std::string(out.substr(1, newline - 1)), nullptr, 8));
   write_host_file(host_path, out.substr(newline + 1), mode);
+  co_return std::vector<std::string>{};
 }
 
 }  // namespace vial

@@ -64,9 +64,12 @@ asio::awaitable<void> copy_in(AgentClient& agent, std::filesystem::path host_pat
 // Copies a guest file or directory tree to `host_path` (the name of the copy), preserving
 // permission bits (never setuid/setgid/sticky) and mtimes. The guest is untrusted: only
 // regular files, directories and symlinks are extracted, never through a symlink, never
-// outside host_path. At most kMaxCopyOutBytes of tar travel.
+// outside host_path. Symlinks that point outside the copied tree (absolute, or climbing out
+// with ..) are not copied: a later write through one would land anywhere on the host. Their
+// names are returned. The tree can't set host_path's own mode. A single file is written
+// without following a symlink at host_path. At most kMaxCopyOutBytes of tar travel.
 inline constexpr uint64_t kMaxCopyOutBytes = 1ull << 30;
-asio::awaitable<void> copy_out(AgentClient& agent, std::string guest_path, std::filesystem::path host_path,
-                               bool as_root);
+asio::awaitable<std::vector<std::string>> copy_out(AgentClient& agent, std::string guest_path,
+                                                   std::filesystem::path host_path, bool as_root);
 
 }  // namespace vial

@@ -210,5 +210,47 @@ TEST_F(GuestFilesTest, DirectoryCopyInAndOutKeepsModes) {
   EXPECT_EQ(host_mode(home() / "single.out"), 0751u);
 }
 
+// The hostile probe's repro (issue 15 §1d): a guest tree with a symlink to a host path, copied
+// out, then a single file copied onto that name, overwrote the host file. Symlinks that leave
+// the copied tree are not copied, a symlink at a single file's destination is never written
+// through, and the tree can't set the destination folder's own mode.
+TEST_F(GuestFilesTest, CopyOutNeverWritesOutsideItsDestination) {
+  VIAL_REQUIRE_IMAGE("shell");
+  const fs::path victim = home() / "victim.txt";
+  write_host(victim, "precious\n", 0644);
+  const fs::path out = home() / "o3";
+  std::vector<std::string> skipped;
+  run_engine([&]() -> asio::awaitable<void> {
+    auto stopper = co_await start_manager(settings());
+    auto vm = co_await stopper.manager->create_vm("shell");
+    auto agent = vm->agent();
+    const std::string script = "mkdir -p /root/o2/sub && echo inner > /root/o2/sub/f && ln -s '" + victim.string() +
+                               "' /root/o2/victim && ln -s ../../etc/passwd /root/o2/sub/up && ln -s sub/f /root/o2/ok "
+                               "&& chmod 000 /root/o2 && echo new > /root/newdata";
+    RunResult made = co_await sh(*vm, script, true);
+    EXPECT_EQ(made.exit_code, 0) << describe(made);
+    skipped = co_await copy_out(*agent, "/root/o2", out, true);
+    co_await copy_out(*agent, "/root/newdata", out / "victim", true);
+    // A symlink planted at a file's destination is refused, not followed.
+    fs::create_symlink(victim, out / "planted");
+    bool refused = false;
+    try {
+      co_await copy_out(*agent, "/root/newdata", out / "planted", true);
+    } catch (const Error& e) {
+      refused = std::string(e.what()).find("is a symlink") != std::string::npos;
+    }
+    EXPECT_TRUE(refused);
+    stopper.manager->destroy_vm(vm);
+  });
+  EXPECT_EQ(read_host(victim), "precious\n");
+  EXPECT_EQ(read_host(out / "victim"), "new\n");  // a plain file now, at the copy's own path
+  EXPECT_FALSE(fs::is_symlink(out / "victim"));
+  EXPECT_FALSE(fs::exists(fs::symlink_status(out / "sub" / "up")));
+  EXPECT_EQ(fs::read_symlink(out / "ok"), "sub/f");
+  EXPECT_EQ(read_host(out / "sub" / "f"), "inner\n");
+  EXPECT_EQ(skipped.size(), 2u);
+  EXPECT_NE(host_mode(out) & 0700, 0u) << "the guest's tree set the destination's own mode";
+}
+
 }  // namespace
 }  // namespace vial::test
