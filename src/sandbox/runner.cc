@@ -28,12 +28,22 @@ void validate(const RunRequest& r) {
   if (r.memory_mib < kMinMemoryMib) {
     throw Error(ErrorKind::invalid_input, "memory must be at least " + std::to_string(kMinMemoryMib) + " MiB");
   }
+  // Names are shown escaped and cut: they may hold NULs (which would cut the message) or be huge.
+  auto shown = [](const std::string& s) {
+    std::string out;
+    for (char c : s.substr(0, 64)) out += c == '\0' ? std::string("\\0") : std::string(1, c);
+    return out + (s.size() > 64 ? "..." : "");
+  };
   for (const auto& [key, value] : r.env) {
-    if (key.empty() || key.find('=') != std::string::npos || key.find('\0') != std::string::npos ||
-        value.find('\0') != std::string::npos) {
-      throw Error(ErrorKind::invalid_input, "invalid environment variable name '" + key + "'");
+    if (key.empty() || key.find('=') != std::string::npos || key.find('\0') != std::string::npos) {
+      throw Error(ErrorKind::invalid_input, "invalid environment variable name '" + shown(key) +
+                                                "': it must be non-empty, without '=' or NUL");
+    }
+    if (value.find('\0') != std::string::npos) {
+      throw Error(ErrorKind::invalid_input, "the value of environment variable '" + shown(key) + "' contains a NUL byte");
     }
   }
+  if (r.cwd.find('\0') != std::string::npos) throw Error(ErrorKind::invalid_input, "cwd contains a NUL byte");
 }
 
 ExecCallbacks output_sinks(RunResult& result, const ExecCallbacks& stream, bool collect) {

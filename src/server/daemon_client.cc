@@ -65,6 +65,12 @@ struct Connection {
   }
 };
 
+// A server that dies (or is killed) mid-reply leaves a cut HTTP message: say so in words.
+[[noreturn]] void server_went_away(const boost::system::system_error& e, const std::string& during) {
+  throw Error(ErrorKind::unavailable, "the vial server went away during " + during + " (" + e.code().message() +
+                                          "); check that `vial serve` is still running");
+}
+
 }  // namespace
 
 void throw_api_error(const std::string& code, const std::string& message) {
@@ -91,7 +97,11 @@ DaemonReply DaemonClient::call(const std::string& method, const std::string& tar
   c.send(method, target, body, content_type, "application/json");
   http::response_parser<http::string_body> parser;
   parser.body_limit(std::numeric_limits<uint64_t>::max());
-  http::read(c.socket, c.buffer, parser);
+  try {
+    http::read(c.socket, c.buffer, parser);
+  } catch (const boost::system::system_error& e) {
+    server_went_away(e, "the request");
+  }
   auto& res = parser.get();
   int status = static_cast<int>(res.result_int());
   if (status < 200 || status > 299) throw_reply_error(status, res.body());
@@ -128,7 +138,11 @@ void DaemonClient::stream(const std::string& target, const nlohmann::json& body,
     return data.size();
   };
   parser.on_chunk_body(on_chunk);
-  while (!parser.is_done()) http::read_some(c.socket, c.buffer, parser);
+  try {
+    while (!parser.is_done()) http::read_some(c.socket, c.buffer, parser);
+  } catch (const boost::system::system_error& e) {
+    server_went_away(e, "the run");
+  }
 }
 
 std::string url_path_escape(std::string_view path) {

@@ -62,7 +62,9 @@ asio::awaitable<std::shared_ptr<Session>> SessionStore::create(const std::string
 std::shared_ptr<Session> SessionStore::get(const std::string& id) const {
   auto it = sessions_.find(id);
   if (it == sessions_.end()) {
-    throw Error(ErrorKind::not_found, "no session '" + id + "': it was deleted, reaped after its idle timeout, "
+    // Ids are 32 hex characters: a longer one is cut, not echoed whole.
+    const std::string shown = id.size() > 40 ? id.substr(0, 40) + "..." : id;
+    throw Error(ErrorKind::not_found, "no session '" + shown + "': it was deleted, reaped after its idle timeout, "
                                       "or never existed; create one with POST /v1/sessions");
   }
   return it->second;

@@ -130,9 +130,11 @@ asio::awaitable<Frame> AgentClient::receive(FrameChannel& channel) {
   }
   if (frame.type == FrameType::error) {
     auto body = agent::parse_body<agent::ErrorBody>(frame.payload);
-    ErrorKind kind = body.code == "bad_request" ? ErrorKind::invalid_input
-                     : body.code == "busy"      ? ErrorKind::conflict
-                                                : ErrorKind::internal;
+    // spawn_failed is the request's fault as good as always: a cwd that does not exist or is
+    // not the sandbox user's, a program not in PATH.
+    ErrorKind kind = body.code == "bad_request" || body.code == "spawn_failed" ? ErrorKind::invalid_input
+                     : body.code == "busy"                                     ? ErrorKind::conflict
+                                                                               : ErrorKind::internal;
     throw Error(kind, "guest agent: " + body.message);
   }
   co_return frame;

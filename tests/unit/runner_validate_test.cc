@@ -111,3 +111,34 @@ TEST(RunnerValidateTest, EnvironmentNames) {
 
 }  // namespace
 }  // namespace vial
+
+namespace vial {
+namespace {
+
+// Issue 15 §1g: NULs in env and cwd are named precisely, and never cut the message.
+TEST(RunnerValidateNulTest, EnvAndCwdNulsAreNamed) {
+  RunRequest r;
+  r.language = "python";
+  r.code = "print(1)";
+  r.env[std::string("K\0EY", 4)] = "v";
+  try {
+    validate(r);
+    ADD_FAILURE() << "accepted a NUL in an env name";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'K\\0EY'"), std::string::npos) << e.what();
+  }
+  r.env.clear();
+  r.env["KEY"] = std::string("a\0b", 3);
+  try {
+    validate(r);
+    ADD_FAILURE() << "accepted a NUL in an env value";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("the value of environment variable 'KEY'"), std::string::npos) << e.what();
+  }
+  r.env.clear();
+  r.cwd = std::string("/tmp\0/x", 7);
+  EXPECT_THROW(validate(r), Error);
+}
+
+}  // namespace
+}  // namespace vial
