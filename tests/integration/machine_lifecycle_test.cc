@@ -281,13 +281,14 @@ TEST_F(MachineTest, ErrorsAreOneLineAndNonZero) {
   expect_error(vial({"machine", "create", "--vialfile", (home() / "typo.toml").string(), "m"}), "'cpu'");
   expect_error(vial({"machine", "create", "--smolfile", (home() / "missing.toml").string(), "m"}), "cannot read");
 
-  // NAME before the flags works too; a machine asking for network can't start (yet).
+  // NAME before the flags works too; a bad network value in the file is named at create.
   std::ofstream(home() / "net.toml") << "[network]\nallow_hosts = [\"pypi.org\"]\n";
   auto r = vial({"machine", "create", "netted", "--smolfile", (home() / "net.toml").string()});
   ASSERT_EQ(r.exit_code, 0) << r.describe();
   expect_error(vial({"machine", "create", "netted"}), "name taken");
-  expect_error(vial({"machine", "start", "--name", "netted"}), "network is not supported yet");
   EXPECT_EQ(status("netted")["state"], "created");
+  std::ofstream(home() / "badnet.toml") << "[network]\nallow_cidrs = [\"10.0.0.1/8\"]\n";
+  expect_error(vial({"machine", "create", "badnet", "--smolfile", (home() / "badnet.toml").string()}), "10.0.0.1/8");
   r = vial({"machine", "delete", "netted"});
   EXPECT_EQ(r.exit_code, 0) << r.describe();
 }
